@@ -1,0 +1,1 @@
+pub fn main(_a: Vec<std::ffi::OsString>) -> i32 { 0 }

@@ -1,0 +1,111 @@
+//! Every host path the tool touches, resolved under an optional root.
+//!
+//! `VIRT_PERF_HOOK_ROOT` (tests only) re-roots `/etc`, `/usr/lib`, `/sys`, `/proc`, `/run` and
+//! `/var/cache`, so tests fake a whole host in a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+pub const ROOT_ENV: &str = "VIRT_PERF_HOOK_ROOT";
+pub const CONFIG_ENV: &str = "VIRT_PERF_HOOK_CONFIG";
+
+pub const DEFAULT_CONFIG: &str = "/etc/virt-perf-hook/config.json";
+pub const CACHE_DIR: &str = "/var/cache/virt-perf-hook";
+pub const HOOKS_DIR: &str = "/etc/libvirt/hooks";
+
+/// Directories searched for `libvirt.so.0.AGE.REV` (Debian multiarch, Fedora/RHEL, SUSE, Arch).
+pub const LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/powerpc64le-linux-gnu",
+    "/usr/lib/s390x-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+];
+
+/// Daemons whose `--version` prints the libvirt version (modular daemon first).
+pub const DAEMON_BINARIES: &[&str] = &[
+    "/usr/sbin/virtqemud",
+    "/usr/sbin/libvirtd",
+    "/usr/bin/virtqemud",
+    "/usr/bin/libvirtd",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Paths { root: root.into() }
+    }
+
+    /// `/`, or `$VIRT_PERF_HOOK_ROOT` when set and non-empty.
+    pub fn from_env() -> Self {
+        match std::env::var_os(ROOT_ENV) {
+            Some(r) if !r.is_empty() => Paths::new(r),
+            _ => Paths::new("/"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An absolute host path under the root.
+    pub fn host(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+
+    pub fn default_config(&self) -> PathBuf {
+        self.host(DEFAULT_CONFIG)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.host(CACHE_DIR)
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.cache_dir().join("state.json")
+    }
+
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.host(HOOKS_DIR)
+    }
+
+    pub fn boot_id(&self) -> PathBuf {
+        self.host("/proc/sys/kernel/random/boot_id")
+    }
+
+    pub fn intel_cqm_type(&self) -> PathBuf {
+        self.host("/sys/devices/intel_cqm/type")
+    }
+
+    pub fn cpu_pmu(&self) -> PathBuf {
+        self.host("/sys/bus/event_source/devices/cpu")
+    }
+
+    pub fn lib_dirs(&self) -> Vec<PathBuf> {
+        LIB_DIRS.iter().map(|d| self.host(d)).collect()
+    }
+
+    pub fn daemon_binaries(&self) -> Vec<PathBuf> {
+        DAEMON_BINARIES.iter().map(|d| self.host(d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rerooting() {
+        let p = Paths::new("/tmp/fake");
+        assert_eq!(p.default_config(), PathBuf::from("/tmp/fake/etc/virt-perf-hook/config.json"));
+        assert_eq!(p.state_file(), PathBuf::from("/tmp/fake/var/cache/virt-perf-hook/state.json"));
+        assert_eq!(Paths::new("/").boot_id(), PathBuf::from("/proc/sys/kernel/random/boot_id"));
+    }
+}

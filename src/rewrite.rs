@@ -1,0 +1,753 @@
+//! The domain-XML rewrite: a pure function from XML text and the events to add to XML text.
+//!
+//! The document is tokenized (quick-xml) only to learn the byte spans of `<domain>`'s direct
+//! children and of every `<perf>/<event>`; the output is the input with a few splices applied.
+//! So everything outside `<perf>` — comments, CDATA, foreign namespaces, entity escapes, quote
+//! style, attribute order, whitespace — is kept byte for byte, and an input that already has
+//! what is asked for comes back unchanged (`Outcome::xml` is `None`).
+
+use std::ops::Range;
+
+use quick_xml::events::{BytesStart, Event as XmlEvent};
+use quick_xml::Reader;
+
+use crate::config::Existing;
+use crate::error::{Error, Result};
+use crate::events;
+
+/// libvirt itself refuses larger documents long before this; the cap bounds our memory.
+pub const MAX_XML_BYTES: usize = 16 << 20;
+/// libxml2's default depth limit, which is what libvirt parses with.
+pub const MAX_DEPTH: usize = 256;
+
+/// Elements after which a new `<perf>` goes when there is no `<devices>` (libvirt's order).
+const BEFORE_PERF: &[&str] = &["on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PerfEvent {
+    name: String,
+    enabled: Option<String>,
+    span: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PerfBlock {
+    span: Range<usize>,
+    /// `<perf/>`: no content and no end tag.
+    self_closing: bool,
+    /// Start of `</perf>` (equals `span.end` when self-closing).
+    close_start: usize,
+    events: Vec<PerfEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Child {
+    name: String,
+    span: Range<usize>,
+}
+
+/// A parsed domain document: the spans the rewrite needs, borrowed text kept alongside.
+#[derive(Debug)]
+pub struct Document<'a> {
+    text: &'a str,
+    name: Option<String>,
+    children: Vec<Child>,
+    perf: Vec<PerfBlock>,
+    domain_start: usize,
+    /// Start of `</domain>`.
+    domain_close: usize,
+}
+
+/// What a rewrite did. `xml` is `None` when the input already matched (nothing to write).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub xml: Option<String>,
+    /// Events newly added with `enabled='yes'`.
+    pub added: Vec<&'static str>,
+    /// Events that were present but not `yes`, now `yes` (`existing: override`, or no valid state).
+    pub enabled: Vec<&'static str>,
+    /// Events left at `enabled='no'` because of `existing: respect`.
+    pub kept_disabled: Vec<&'static str>,
+    /// Extra `<perf>` blocks merged into the first.
+    pub merged_blocks: usize,
+    /// Duplicate `<event>` elements removed (libvirt rejects duplicates).
+    pub removed_duplicates: Vec<String>,
+}
+
+impl Outcome {
+    pub fn changed(&self) -> bool {
+        self.xml.is_some()
+    }
+
+    /// One-line summary for logs and `--dry-run`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let list = |v: &[&str]| v.join(",");
+        if !self.added.is_empty() {
+            parts.push(format!("added {}", list(&self.added)));
+        }
+        if !self.enabled.is_empty() {
+            parts.push(format!("enabled {}", list(&self.enabled)));
+        }
+        if !self.kept_disabled.is_empty() {
+            parts.push(format!("kept disabled {}", list(&self.kept_disabled)));
+        }
+        if self.merged_blocks > 0 {
+            parts.push(format!("merged {} extra <perf> block(s)", self.merged_blocks));
+        }
+        if !self.removed_duplicates.is_empty() {
+            let d: Vec<&str> = self.removed_duplicates.iter().map(String::as_str).collect();
+            parts.push(format!("removed duplicate {}", list(&d)));
+        }
+        if parts.is_empty() {
+            "unchanged".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// Parse `xml`, then add `add` (catalog names, any order) following the `existing` policy.
+pub fn rewrite(xml: &str, add: &[&'static str], existing: Existing) -> Result<Outcome> {
+    Document::parse(xml)?.rewrite(add, existing)
+}
+
+impl<'a> Document<'a> {
+    /// Tokenize and check the document; see the module docs for what is rejected.
+    pub fn parse(text: &'a str) -> Result<Document<'a>> {
+        if text.len() > MAX_XML_BYTES {
+            return Err(Error::Xml(format!(
+                "input is {} bytes, more than the {} MiB limit",
+                text.len(),
+                MAX_XML_BYTES >> 20
+            )));
+        }
+        if text.trim().is_empty() {
+            return Err(Error::Xml("input is empty".into()));
+        }
+        if let Some(pos) = text.find(|c: char| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
+            return Err(Error::Xml(format!(
+                "control character U+{:04X} at {} (not allowed in XML)",
+                text[pos..].chars().next().map_or(0, |c| c as u32),
+                line_col(text, pos)
+            )));
+        }
+        Scanner::new(text).run()
+    }
+
+    /// The domain's `<name>`, when present.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Names of the events present in `<perf>` with their `enabled` value, document order.
+    pub fn perf_events(&self) -> Vec<(&str, Option<&str>)> {
+        self.perf.iter().flat_map(|b| &b.events).map(|e| (e.name.as_str(), e.enabled.as_deref())).collect()
+    }
+
+    pub fn rewrite(&self, add: &[&'static str], existing: Existing) -> Result<Outcome> {
+        let mut want: Vec<&'static str> = add.to_vec();
+        want.sort_by_key(|n| events::index_of(n).unwrap_or(usize::MAX));
+        want.dedup();
+
+        let style = Style::detect(self);
+        let mut out = Outcome::default();
+        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+
+        // First occurrence of each event name wins; later ones are removed.
+        let mut seen: Vec<&str> = Vec::new();
+        // Raw text of events that move from later <perf> blocks into the first.
+        let mut moved: Vec<String> = Vec::new();
+        for (bi, block) in self.perf.iter().enumerate() {
+            for ev in &block.events {
+                let duplicate = seen.contains(&ev.name.as_str());
+                if duplicate {
+                    out.removed_duplicates.push(ev.name.clone());
+                } else {
+                    seen.push(&ev.name);
+                }
+                let wanted = want.iter().find(|w| **w == ev.name).copied();
+                let make_yes = match (wanted, ev.enabled.as_deref()) {
+                    (Some(_), Some("yes")) | (None, _) => false,
+                    (Some(w), Some("no")) if existing == Existing::Respect => {
+                        if !duplicate {
+                            out.kept_disabled.push(w);
+                        }
+                        false
+                    }
+                    (Some(_), _) => true,
+                };
+                if !duplicate && make_yes {
+                    out.enabled.push(wanted.unwrap_or_default());
+                }
+                let replacement = if make_yes { event_xml(&ev.name, &style) } else { self.text[ev.span.clone()].to_string() };
+                if bi == 0 {
+                    if duplicate {
+                        edits.push((style.whole_lines(ev.span.clone()), String::new()));
+                    } else if make_yes {
+                        edits.push((ev.span.clone(), replacement));
+                    }
+                } else if !duplicate {
+                    moved.push(replacement);
+                }
+            }
+            if bi > 0 {
+                out.merged_blocks += 1;
+                edits.push((style.whole_lines(block.span.clone()), String::new()));
+            }
+        }
+
+        let new: Vec<&'static str> = want.iter().copied().filter(|w| !seen.contains(w)).collect();
+        out.added = new.clone();
+        let mut lines: Vec<String> = moved;
+        lines.extend(new.iter().map(|n| event_xml(n, &style)));
+
+        match self.perf.first() {
+            Some(first) if !lines.is_empty() => edits.push(self.append_to_block(first, &lines, &style)),
+            Some(_) => {}
+            None if !lines.is_empty() => edits.push(self.new_block(&lines, &style)),
+            None => {}
+        }
+
+        if edits.is_empty() {
+            return Ok(out);
+        }
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let mut xml = String::with_capacity(self.text.len() + 64 * lines.len().max(1));
+        let mut at = 0;
+        for (range, text) in edits {
+            debug_assert!(range.start >= at, "overlapping edits");
+            let start = range.start.max(at);
+            xml.push_str(&self.text[at..start]);
+            xml.push_str(&text);
+            at = range.end.max(at);
+        }
+        xml.push_str(&self.text[at..]);
+        out.xml = Some(xml);
+        Ok(out)
+    }
+
+    /// Edit that adds `lines` at the end of the existing first `<perf>`.
+    fn append_to_block(&self, block: &PerfBlock, lines: &[String], style: &Style) -> (Range<usize>, String) {
+        let perf_indent = style.indent_before(block.span.start);
+        let child_indent = block
+            .events
+            .first()
+            .and_then(|e| style.indent_before(e.span.start))
+            .or_else(|| perf_indent.as_ref().map(|i| format!("{i}{}", style.unit)));
+        if block.self_closing {
+            return (block.span.clone(), render_block(lines, perf_indent.as_deref(), style));
+        }
+        let close_line = style.line_start_if_indented(block.close_start);
+        match (child_indent, close_line) {
+            // `</perf>` on its own line: add whole lines just before it.
+            (Some(ci), Some(ls)) => {
+                let text: String = lines.iter().map(|l| format!("{ci}{l}{}", style.nl)).collect();
+                (ls..ls, text)
+            }
+            // `<perf>` content on one line, e.g. `<perf><event …/></perf>`: stay on one line.
+            _ => (block.close_start..block.close_start, lines.concat()),
+        }
+    }
+
+    /// Edit that inserts a new `<perf>` block where libvirt would put it.
+    fn new_block(&self, lines: &[String], style: &Style) -> (Range<usize>, String) {
+        let devices = self.children.iter().find(|c| c.name == "devices");
+        if let Some(dev) = devices {
+            return match style.indent_before(dev.span.start) {
+                Some(ind) => {
+                    let block = render_block(lines, Some(&ind), style);
+                    (dev.span.start..dev.span.start, format!("{block}{}{ind}", style.nl))
+                }
+                None => (dev.span.start..dev.span.start, render_block(lines, None, style)),
+            };
+        }
+        let after = self.children.iter().rev().find(|c| BEFORE_PERF.contains(&c.name.as_str()));
+        if let Some(prev) = after {
+            return match style.indent_before(prev.span.start) {
+                Some(ind) => {
+                    let block = render_block(lines, Some(&ind), style);
+                    (prev.span.end..prev.span.end, format!("{}{ind}{block}", style.nl))
+                }
+                None => (prev.span.end..prev.span.end, render_block(lines, None, style)),
+            };
+        }
+        // No anchor: last child of <domain>.
+        match style.line_start_if_indented(self.domain_close) {
+            Some(ls) => {
+                let ind = style.child_indent.clone().unwrap_or_else(|| {
+                    format!("{}{}", style.indent_before(self.domain_start).unwrap_or_default(), style.unit)
+                });
+                let block = render_block(lines, Some(&ind), style);
+                (ls..ls, format!("{ind}{block}{}", style.nl))
+            }
+            None => (self.domain_close..self.domain_close, render_block(lines, None, style)),
+        }
+    }
+}
+
+/// `<perf>` with `lines` inside: one per line at `indent`+unit, or all on one line when the
+/// surrounding text is not indented.
+fn render_block(lines: &[String], indent: Option<&str>, style: &Style) -> String {
+    match indent {
+        Some(ind) => {
+            let nl = style.nl;
+            let body: String = lines.iter().map(|l| format!("{ind}{}{l}{nl}", style.unit)).collect();
+            format!("<perf>{nl}{body}{ind}</perf>")
+        }
+        None => format!("<perf>{}</perf>", lines.concat()),
+    }
+}
+
+fn event_xml(name: &str, style: &Style) -> String {
+    let q = style.quote;
+    format!("<event name={q}{name}{q} enabled={q}yes{q}/>")
+}
+
+/// How the input is laid out, so additions look like they belong.
+struct Style<'a> {
+    text: &'a str,
+    nl: &'static str,
+    unit: String,
+    quote: char,
+    /// Indentation of `<domain>`'s children when they sit on their own lines.
+    child_indent: Option<String>,
+}
+
+impl<'a> Style<'a> {
+    fn detect(doc: &Document<'a>) -> Style<'a> {
+        let text = doc.text;
+        let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        let mut style = Style { text, nl, unit: String::new(), quote: '\'', child_indent: None };
+        let domain_indent = style.indent_before(doc.domain_start).unwrap_or_default();
+        style.child_indent = doc.children.iter().find_map(|c| style.indent_before(c.span.start));
+        style.unit = match &style.child_indent {
+            Some(ci) if ci.len() > domain_indent.len() && ci.starts_with(&domain_indent) => {
+                ci[domain_indent.len()..].to_string()
+            }
+            _ => "  ".to_string(),
+        };
+        // libvirt writes single quotes; follow the document when it uses double quotes.
+        let tag_end = text[doc.domain_start..].find('>').map_or(text.len(), |i| doc.domain_start + i);
+        let tag = &text[doc.domain_start..tag_end];
+        if let Some(i) = tag.find('=') {
+            if tag[i + 1..].trim_start().starts_with('"') {
+                style.quote = '"';
+            }
+        }
+        style
+    }
+
+    /// The whitespace between the start of `pos`'s line and `pos`, if that is all there is.
+    fn indent_before(&self, pos: usize) -> Option<String> {
+        let ls = self.line_start_if_indented(pos)?;
+        Some(self.text[ls..pos].to_string())
+    }
+
+    /// Start of `pos`'s line when only spaces/tabs precede `pos` on it and it is not line 1's
+    /// start of document (a document on one line counts as unindented).
+    fn line_start_if_indented(&self, pos: usize) -> Option<usize> {
+        let before = &self.text[..pos];
+        let ls = before.rfind('\n')? + 1;
+        before[ls..].bytes().all(|b| b == b' ' || b == b'\t').then_some(ls)
+    }
+
+    /// `span` widened to its whole line(s) when it stands alone on them, so deleting it leaves no
+    /// blank line; otherwise `span` itself.
+    fn whole_lines(&self, span: Range<usize>) -> Range<usize> {
+        let Some(ls) = self.line_start_if_indented(span.start) else { return span };
+        let rest = &self.text[span.end..];
+        let trailing = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        let after = &rest[trailing..];
+        let eol = if after.starts_with("\r\n") {
+            2
+        } else if after.starts_with('\n') {
+            1
+        } else {
+            return span;
+        };
+        ls..span.end + trailing + eol
+    }
+}
+
+/// Human position `line L, column C` (1-based, columns in characters) of a byte offset.
+pub fn line_col(text: &str, pos: usize) -> String {
+    let pos = pos.min(text.len());
+    let mut pos = pos;
+    while !text.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    let before = &text[..pos];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {col}")
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    reader: Reader<&'a [u8]>,
+    depth: usize,
+    root_seen: bool,
+    doc: Document<'a>,
+    child_start: usize,
+    child_name: String,
+    in_name: bool,
+    name_text: String,
+    perf: Option<PerfBlock>,
+    /// An `<event>` with content (`<event …>…</event>`) whose end is pending.
+    open_event: Option<PerfEvent>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut reader = Reader::from_str(text);
+        let cfg = reader.config_mut();
+        cfg.check_end_names = true;
+        cfg.check_comments = true;
+        cfg.trim_text(false);
+        cfg.expand_empty_elements = false;
+        Scanner {
+            text,
+            reader,
+            depth: 0,
+            root_seen: false,
+            doc: Document { text, name: None, children: Vec::new(), perf: Vec::new(), domain_start: 0, domain_close: 0 },
+            child_start: 0,
+            child_name: String::new(),
+            in_name: false,
+            name_text: String::new(),
+            perf: None,
+            open_event: None,
+        }
+    }
+
+    fn err(&self, pos: usize, msg: impl std::fmt::Display) -> Error {
+        Error::Xml(format!("{msg} at {}", line_col(self.text, pos)))
+    }
+
+    fn run(mut self) -> Result<Document<'a>> {
+        loop {
+            let start = self.reader.buffer_position() as usize;
+            let event = match self.reader.read_event() {
+                Ok(e) => e,
+                Err(e) => {
+                    let pos = self.reader.error_position() as usize;
+                    return Err(self.err(pos, format!("malformed XML ({e})")));
+                }
+            };
+            let end = self.reader.buffer_position() as usize;
+            match event {
+                XmlEvent::Start(e) => self.open(&e, start, end, false)?,
+                XmlEvent::Empty(e) => self.open(&e, start, end, true)?,
+                XmlEvent::End(_) => self.close(start, end),
+                XmlEvent::Text(t) => {
+                    let raw = std::str::from_utf8(t.as_ref()).unwrap_or_default();
+                    if self.depth == 0 && !raw.trim().is_empty() {
+                        return Err(self.err(start, "text outside the <domain> element"));
+                    }
+                    if self.in_name {
+                        self.name_text.push_str(raw);
+                    }
+                }
+                XmlEvent::GeneralRef(r) => {
+                    let resolved = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        Ok(None) => match r.as_ref() {
+                            b"lt" => "<".into(),
+                            b"gt" => ">".into(),
+                            b"amp" => "&".into(),
+                            b"apos" => "'".into(),
+                            b"quot" => "\"".into(),
+                            other => {
+                                let name = String::from_utf8_lossy(other);
+                                return Err(self.err(start, format!("unknown entity '&{name};' (only XML's five are allowed)")));
+                            }
+                        },
+                        Err(e) => return Err(self.err(start, format!("bad character reference ({e})"))),
+                    };
+                    if self.depth == 0 {
+                        return Err(self.err(start, "text outside the <domain> element"));
+                    }
+                    if self.in_name {
+                        self.name_text.push_str(&resolved);
+                    }
+                }
+                XmlEvent::CData(c) => {
+                    if self.depth == 0 {
+                        return Err(self.err(start, "CDATA outside the <domain> element"));
+                    }
+                    if self.in_name {
+                        self.name_text.push_str(&String::from_utf8_lossy(c.as_ref()));
+                    }
+                }
+                XmlEvent::DocType(_) => {
+                    return Err(self.err(start, "a DOCTYPE is not allowed (libvirt never writes one)"));
+                }
+                XmlEvent::Decl(_) | XmlEvent::PI(_) | XmlEvent::Comment(_) => {}
+                XmlEvent::Eof => break,
+            }
+        }
+        if !self.root_seen {
+            return Err(Error::Xml("no <domain> element".into()));
+        }
+        if self.depth > 0 {
+            return Err(Error::Xml("truncated document: <domain> is not closed".into()));
+        }
+        Ok(self.doc)
+    }
+
+    fn open(&mut self, e: &BytesStart<'_>, start: usize, end: usize, empty: bool) -> Result<()> {
+        let name = e.name();
+        let qname = name.as_ref();
+        // Check every attribute: duplicates, syntax, entity references.
+        let mut attrs: Vec<(Vec<u8>, String)> = Vec::new();
+        let want_attrs = self.depth == 2 && self.perf.is_some() && qname == b"event";
+        for attr in e.attributes().with_checks(true) {
+            let attr = attr.map_err(|err| self.err(start, format!("bad attribute ({err})")))?;
+            let value = attr
+                .unescape_value()
+                .map_err(|err| self.err(start, format!("bad attribute value ({err})")))?;
+            if want_attrs {
+                attrs.push((attr.key.as_ref().to_vec(), value.into_owned()));
+            }
+        }
+        match self.depth {
+            0 => {
+                if self.root_seen {
+                    return Err(self.err(start, "more than one root element"));
+                }
+                if qname != b"domain" {
+                    let got = String::from_utf8_lossy(qname);
+                    return Err(self.err(start, format!("the root element is <{got}>, not <domain>")));
+                }
+                if empty {
+                    return Err(self.err(start, "the <domain> element is empty"));
+                }
+                self.root_seen = true;
+                self.doc.domain_start = start;
+            }
+            1 => {
+                self.child_start = start;
+                self.child_name = String::from_utf8_lossy(qname).into_owned();
+                if qname == b"perf" {
+                    self.perf = Some(PerfBlock {
+                        span: start..end,
+                        self_closing: empty,
+                        close_start: end,
+                        events: Vec::new(),
+                    });
+                } else if qname == b"name" && self.doc.name.is_none() {
+                    self.in_name = !empty;
+                    if empty {
+                        self.doc.name = Some(String::new());
+                    }
+                }
+            }
+            2 if want_attrs => {
+                let get = |k: &[u8]| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let ev = PerfEvent { name: get(b"name").unwrap_or_default(), enabled: get(b"enabled"), span: start..end };
+                if empty {
+                    if let Some(p) = self.perf.as_mut() {
+                        p.events.push(ev);
+                    }
+                } else {
+                    self.open_event = Some(ev);
+                }
+            }
+            d if d >= MAX_DEPTH => {
+                return Err(self.err(start, format!("elements nested deeper than {MAX_DEPTH} levels")));
+            }
+            _ => {}
+        }
+        if empty {
+            self.close_at(start, end);
+        } else {
+            self.depth += 1;
+        }
+        Ok(())
+    }
+
+    /// An end tag `</x>` spanning `start..end`.
+    fn close(&mut self, start: usize, end: usize) {
+        self.depth -= 1;
+        self.close_at(start, end);
+    }
+
+    /// Bookkeeping when the element at `self.depth` ends; `start` is where its end tag begins.
+    fn close_at(&mut self, start: usize, end: usize) {
+        match self.depth {
+            0 => self.doc.domain_close = start,
+            1 => {
+                if let Some(mut p) = self.perf.take() {
+                    p.span.end = end;
+                    p.close_start = if p.self_closing { end } else { start };
+                    self.doc.perf.push(p);
+                }
+                if self.in_name {
+                    self.in_name = false;
+                    self.doc.name = Some(std::mem::take(&mut self.name_text));
+                }
+                let name = std::mem::take(&mut self.child_name);
+                self.doc.children.push(Child { name, span: self.child_start..end });
+            }
+            2 => {
+                if let Some(mut ev) = self.open_event.take() {
+                    ev.span.end = end;
+                    if let Some(p) = self.perf.as_mut() {
+                        p.events.push(ev);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Existing::{Override, Respect};
+
+    const BASIC: &str = "<domain type='kvm'>\n  <name>vm1</name>\n  <memory unit='KiB'>65536</memory>\n  <pm>\n    <suspend-to-mem enabled='no'/>\n  </pm>\n  <devices>\n    <emulator>/usr/bin/qemu</emulator>\n  </devices>\n</domain>\n";
+
+    fn run(xml: &str, add: &[&'static str], existing: Existing) -> Outcome {
+        rewrite(xml, add, existing).unwrap()
+    }
+
+    #[test]
+    fn adds_block_before_devices_in_catalog_order() {
+        let out = run(BASIC, &["page_faults", "cpu_cycles"], Respect);
+        assert_eq!(out.added, vec!["cpu_cycles", "page_faults"]);
+        let xml = out.xml.unwrap();
+        assert!(xml.contains(
+            "  </pm>\n  <perf>\n    <event name='cpu_cycles' enabled='yes'/>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n  <devices>\n"
+        ), "{xml}");
+        // Idempotent.
+        let again = run(&xml, &["page_faults", "cpu_cycles"], Respect);
+        assert_eq!(again.xml, None);
+        assert_eq!(again.summary(), "unchanged");
+    }
+
+    #[test]
+    fn nothing_to_add_is_unchanged() {
+        assert_eq!(run(BASIC, &[], Respect).xml, None);
+    }
+
+    #[test]
+    fn merges_into_existing_block() {
+        let xml = BASIC.replace("  <devices>", "  <perf>\n    <event name='cmt' enabled='no'/>\n  </perf>\n  <devices>");
+        let out = run(&xml, &["page_faults"], Respect);
+        assert_eq!(
+            out.xml.unwrap(),
+            BASIC.replace(
+                "  <devices>",
+                "  <perf>\n    <event name='cmt' enabled='no'/>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n  <devices>"
+            )
+        );
+    }
+
+    #[test]
+    fn respect_and_override() {
+        let xml = BASIC.replace("  <devices>", "  <perf>\n    <event name='page_faults' enabled='no'/>\n  </perf>\n  <devices>");
+        let kept = run(&xml, &["page_faults"], Respect);
+        assert_eq!(kept.xml, None);
+        assert_eq!(kept.kept_disabled, vec!["page_faults"]);
+        let forced = run(&xml, &["page_faults"], Override);
+        assert_eq!(forced.enabled, vec!["page_faults"]);
+        assert_eq!(forced.xml.unwrap(), xml.replace("'page_faults' enabled='no'", "'page_faults' enabled='yes'"));
+    }
+
+    #[test]
+    fn two_blocks_and_duplicates_become_one() {
+        let xml = "<domain>\n  <name>d</name>\n  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n    <event name='cpu_clock' enabled='no'/>\n  </perf>\n  <devices/>\n  <perf>\n    <event name='task_clock' enabled='yes'/>\n  </perf>\n</domain>";
+        let out = run(xml, &["page_faults"], Respect);
+        assert_eq!(out.merged_blocks, 1);
+        assert_eq!(out.removed_duplicates, vec!["cpu_clock"]);
+        assert_eq!(
+            out.xml.unwrap(),
+            "<domain>\n  <name>d</name>\n  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n    <event name='task_clock' enabled='yes'/>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n  <devices/>\n</domain>"
+        );
+        // Cleaning alone is a change too.
+        let clean_only = run(xml, &[], Respect);
+        assert!(clean_only.changed());
+    }
+
+    #[test]
+    fn self_closing_and_one_line_perf() {
+        let xml = BASIC.replace("  <devices>", "  <perf/>\n  <devices>");
+        let out = run(&xml, &["page_faults"], Respect).xml.unwrap();
+        assert!(out.contains("  <perf>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n  <devices>"), "{out}");
+
+        let xml = BASIC.replace("  <devices>", "  <perf><event name='cmt' enabled='yes'/></perf>\n  <devices>");
+        let out = run(&xml, &["page_faults"], Respect).xml.unwrap();
+        assert!(out.contains("  <perf><event name='cmt' enabled='yes'/><event name='page_faults' enabled='yes'/></perf>\n"), "{out}");
+    }
+
+    #[test]
+    fn placement_without_devices() {
+        let xml = "<domain>\n  <name>d</name>\n  <on_crash>destroy</on_crash>\n  <seclabel type='none'/>\n</domain>\n";
+        let out = run(xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert_eq!(out, "<domain>\n  <name>d</name>\n  <on_crash>destroy</on_crash>\n  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n  </perf>\n  <seclabel type='none'/>\n</domain>\n");
+
+        let xml = "<domain>\n\t<name>d</name>\n</domain>";
+        let out = run(xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert_eq!(out, "<domain>\n\t<name>d</name>\n\t<perf>\n\t\t<event name='cpu_clock' enabled='yes'/>\n\t</perf>\n</domain>");
+    }
+
+    #[test]
+    fn one_line_document_stays_one_line() {
+        let xml = r#"<domain type="qemu"><name>d</name><devices/></domain>"#;
+        let out = run(xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert_eq!(out, r#"<domain type="qemu"><name>d</name><perf><event name="cpu_clock" enabled="yes"/></perf><devices/></domain>"#);
+    }
+
+    #[test]
+    fn crlf_is_kept() {
+        let xml = BASIC.replace('\n', "\r\n");
+        let out = run(&xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert!(out.contains("  <perf>\r\n    <event name='cpu_clock' enabled='yes'/>\r\n  </perf>\r\n  <devices>"));
+        assert!(!out.replace("\r\n", "").contains('\n'));
+    }
+
+    #[test]
+    fn name_and_events_are_read() {
+        let xml = "<domain><name>a&amp;b</name><perf><event name='cmt' enabled='no'/><event enabled=\"yes\" name=\"page_faults\"></event></perf></domain>";
+        let doc = Document::parse(xml).unwrap();
+        assert_eq!(doc.name(), Some("a&b"));
+        assert_eq!(doc.perf_events(), vec![("cmt", Some("no")), ("page_faults", Some("yes"))]);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let cases: &[(&str, &str)] = &[
+            ("", "input is empty"),
+            ("   \n", "input is empty"),
+            ("<vm/>", "the root element is <vm>, not <domain>"),
+            ("<domain/>", "the <domain> element is empty"),
+            ("<domain><name>x</name>", "truncated"),
+            ("<domain><name>x</domain>", "malformed XML"),
+            ("<domain></domain><domain></domain>", "more than one root element"),
+            ("<!DOCTYPE domain><domain></domain>", "DOCTYPE is not allowed"),
+            ("<domain>&xxe;</domain>", "unknown entity '&xxe;'"),
+            ("<domain a='1' a='2'></domain>", "bad attribute"),
+            ("<domain>\u{0}</domain>", "control character U+0000"),
+            ("<domain></domain>trailing", "text outside the <domain> element"),
+            ("<nova:domain xmlns:nova='x'></nova:domain>", "not <domain>"),
+        ];
+        for (xml, want) in cases {
+            let err = Document::parse(xml).unwrap_err().to_string();
+            assert!(err.contains(want), "{xml:?}: {err}");
+            assert!(!err.contains('\n'));
+        }
+        let deep = format!("<domain>{}{}</domain>", "<a>".repeat(300), "</a>".repeat(300));
+        assert!(Document::parse(&deep).unwrap_err().to_string().contains("deeper than 256"));
+        let big = format!("<domain>{}</domain>", " ".repeat(MAX_XML_BYTES));
+        assert!(Document::parse(&big).unwrap_err().to_string().contains("MiB limit"));
+    }
+
+    #[test]
+    fn line_col_positions() {
+        assert_eq!(line_col("ab\ncd", 4), "line 2, column 2");
+        assert_eq!(line_col("é\n", 2), "line 1, column 2");
+    }
+}
