@@ -1,1 +1,473 @@
-pub fn main(_a: Vec<std::ffi::OsString>) -> i32 { 0 }
+//! Command-line parsing and dispatch. Hook invocations are recognised first and cheaply: the
+//! qemu hook runs for every lifecycle event of every guest.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::{exit, Error, Result};
+use crate::paths::{Paths, CONFIG_ENV};
+use crate::{filter, hook, logging, report, rewrite, virsh};
+
+pub const HELP: &str = "\
+virt-perf-hook — give every libvirt/QEMU guest the operator's perf events
+
+USAGE:
+    virt-perf-hook [OPTIONS] <COMMAND> [ARGS]
+
+COMMANDS:
+    filter [--dry-run | --diff] [FILE|-]
+        Print the domain XML from FILE (or stdin) with the configured <perf> events.
+        --dry-run prints what would change; --diff prints a unified diff.
+    define [--connect URI] [--validate] FILE|-
+        Rewrite the XML, then 'virsh define' it (virsh's errors and exit code pass through).
+    apply [--connect URI] [--live] [--dry-run] (--all | DOMAIN...)
+        Enable the configured events on already-defined guests with 'virsh perf'.
+    events [--json]
+        All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
+    check [--json]
+        Config, libvirt version and its source, cache, the events that will be added or dropped,
+        and the installed hooks. Exits 0 only when all is well.
+    refresh
+        Re-detect the libvirt version, re-probe the host and rewrite the cache.
+    qemu <domain> <op> <subop> <extra>
+        The libvirt qemu hook (also when run as .../hooks/qemu or from .../hooks/qemu.d/).
+        'migrate begin' and 'restore begin' print the rewritten XML (nothing when unchanged);
+        every other op exits 0 at once.
+    daemon <-> <op> <subop> <extra>
+        The libvirt daemon hook: 'start' and 'reload' refresh the cache.
+
+OPTIONS:
+    -c, --config PATH   Config file [env VIRT_PERF_HOOK_CONFIG; default /etc/virt-perf-hook/config.json]
+    -v, --verbose       More log output (repeat for debug); RUST_LOG overrides
+    -q, --quiet         Only errors
+    -h, --help          This help
+    -V, --version       Version
+
+EXIT STATUS:
+    0 success; 1 failure (I/O, virsh, or 'check' found problems); 2 usage error;
+    3 config error; 4 domain XML rejected. 'define' passes virsh's exit status through.
+    Hook mode exits 0 on any internal error unless the config says \"on_error\": \"fail\".
+";
+
+/// What every command needs: where things are and which config to read.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub paths: Paths,
+    pub config_path: PathBuf,
+}
+
+impl Ctx {
+    pub fn load_config(&self) -> Result<Config> {
+        Config::load(&self.config_path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Filter { mode: FilterMode, input: Option<String> },
+    Define(virsh::DefineOpts),
+    Apply(virsh::ApplyOpts),
+    Events { json: bool },
+    Check { json: bool },
+    Refresh,
+    Qemu(Vec<String>),
+    Daemon(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterMode {
+    Print,
+    DryRun,
+    Diff,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub command: Command,
+    pub config: Option<PathBuf>,
+    pub verbosity: i8,
+}
+
+/// Entry point used by `main`: returns the process exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let argv0 = args.first().cloned().unwrap_or_default();
+    let rest: Vec<OsString> = args.into_iter().skip(1).collect();
+
+    // Hook fast path: invoked as a hook file (qemu, qemu.d/*, daemon, daemon.d/*).
+    if let Some(kind) = hook::kind_from_argv0(Path::new(&argv0)) {
+        let strings: Vec<String> = rest.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return hook::run(kind, &strings, None);
+    }
+
+    let inv = match parse(&rest) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("virt-perf-hook: {e}");
+            return e.exit_code();
+        }
+    };
+    match &inv.command {
+        Command::Qemu(a) => return hook::run(hook::Kind::Qemu, a, inv.config.clone()),
+        Command::Daemon(a) => return hook::run(hook::Kind::Daemon, a, inv.config.clone()),
+        Command::Help => {
+            print!("{HELP}");
+            return exit::OK;
+        }
+        Command::Version => {
+            println!("virt-perf-hook {}", env!("CARGO_PKG_VERSION"));
+            return exit::OK;
+        }
+        _ => {}
+    }
+    logging::init_cli(inv.verbosity);
+    let paths = Paths::from_env();
+    let ctx = Ctx { config_path: config_path(&paths, inv.config.clone()), paths };
+    match dispatch(&ctx, inv.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("virt-perf-hook: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// `--config`, else `$VIRT_PERF_HOOK_CONFIG`, else the default under the root.
+pub fn config_path(paths: &Paths, flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| paths.default_config())
+}
+
+fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
+    match cmd {
+        Command::Filter { mode, input } => run_filter(ctx, mode, input.as_deref()),
+        Command::Define(o) => virsh::define(ctx, &o),
+        Command::Apply(o) => virsh::apply(ctx, &o),
+        Command::Events { json } => report::events(ctx, json),
+        Command::Check { json } => report::check(ctx, json),
+        Command::Refresh => report::refresh(ctx),
+        Command::Help | Command::Version | Command::Qemu(_) | Command::Daemon(_) => Ok(exit::OK),
+    }
+}
+
+fn run_filter(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
+    let cfg = ctx.load_config()?;
+    let xml = read_input(input)?;
+    let result = filter::filter(&ctx.paths, &cfg, &xml, None)?;
+    let mut out = std::io::stdout().lock();
+    let written = match mode {
+        FilterMode::Print => out.write_all(result.xml().unwrap_or(&xml).as_bytes()),
+        FilterMode::DryRun => writeln!(out, "{}", result.describe()),
+        FilterMode::Diff => out.write_all(unified_diff(&xml, result.xml().unwrap_or(&xml), input.unwrap_or("-")).as_bytes()),
+    };
+    match written {
+        Ok(()) => Ok(exit::OK),
+        // A closed pipe (`| head`) is not worth an error message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(e) => Err(Error::io("stdout", "write to", e)),
+    }
+}
+
+/// Reads FILE or stdin (`None`/`-`), bounded by the XML size cap, as UTF-8.
+pub fn read_input(input: Option<&str>) -> Result<String> {
+    let limit = rewrite::MAX_XML_BYTES as u64;
+    let mut buf = Vec::new();
+    let (name, res) = match input {
+        None | Some("-") => ("stdin".to_string(), std::io::stdin().lock().take(limit + 1).read_to_end(&mut buf)),
+        Some(path) => {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
+            if meta.is_dir() {
+                return Err(Error::Usage(format!("{path} is a directory, not a domain XML file")));
+            }
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+            (path.to_string(), file.take(limit + 1).read_to_end(&mut buf))
+        }
+    };
+    res.map_err(|e| Error::io(&name, "read", e))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::Xml(format!("{name} is larger than the {} MiB limit", limit >> 20)));
+    }
+    String::from_utf8(buf).map_err(|e| {
+        Error::Xml(format!("{name} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+    })
+}
+
+/// A unified diff of two texts that differ in one region (what a rewrite produces).
+pub fn unified_diff(old: &str, new: &str, label: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    let a: Vec<&str> = old.split_inclusive('\n').collect();
+    let b: Vec<&str> = new.split_inclusive('\n').collect();
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
+    const CONTEXT: usize = 3;
+    let start = prefix.saturating_sub(CONTEXT);
+    let a_end = (a.len() - suffix + CONTEXT).min(a.len());
+    let b_end = (b.len() - suffix + CONTEXT).min(b.len());
+    let mut out = format!("--- {label}\n+++ {label} (virt-perf-hook)\n");
+    let range = |s: usize, e: usize| if e > s { format!("{},{}", s + 1, e - s) } else { format!("{s},0") };
+    out.push_str(&format!("@@ -{} +{} @@\n", range(start, a_end), range(start, b_end)));
+    let line = |sign: char, l: &str| {
+        let mut s = format!("{sign}{l}");
+        if !l.ends_with('\n') {
+            s.push_str("\n\\ No newline at end of file\n");
+        }
+        s
+    };
+    for l in &a[start..prefix] {
+        out.push_str(&line(' ', l));
+    }
+    for l in &a[prefix..a.len() - suffix] {
+        out.push_str(&line('-', l));
+    }
+    for l in &b[prefix..b.len() - suffix] {
+        out.push_str(&line('+', l));
+    }
+    for l in &a[a.len() - suffix..a_end] {
+        out.push_str(&line(' ', l));
+    }
+    out
+}
+
+/// Parses the arguments after argv[0].
+pub fn parse(args: &[OsString]) -> Result<Invocation> {
+    let mut config = None;
+    let mut verbosity: i8 = 0;
+    let mut words: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    let mut options_done = false;
+    while let Some(arg) = it.next() {
+        let Some(a) = arg.to_str() else {
+            return Err(Error::Usage(format!("argument {:?} is not valid UTF-8", arg)));
+        };
+        if options_done {
+            words.push(a.to_string());
+            continue;
+        }
+        match a {
+            "--" => options_done = true,
+            "-h" | "--help" => return Ok(Invocation { command: Command::Help, config, verbosity }),
+            "-V" | "--version" => return Ok(Invocation { command: Command::Version, config, verbosity }),
+            "-v" | "--verbose" => verbosity = verbosity.saturating_add(1),
+            "-vv" => verbosity = verbosity.saturating_add(2),
+            "-q" | "--quiet" => verbosity = -1,
+            "-c" | "--config" => {
+                let v = it.next().ok_or_else(|| Error::Usage(format!("{a} needs a file path")))?;
+                config = Some(PathBuf::from(v));
+            }
+            _ if a.starts_with("--config=") => config = Some(PathBuf::from(&a["--config=".len()..])),
+            _ => {
+                // Hook arguments are passed through verbatim (a domain may be called "-x").
+                let is_hook = matches!(words.first().map(String::as_str), Some("qemu" | "daemon"));
+                if is_hook {
+                    words.push(a.to_string());
+                    words.extend(it.by_ref().map(|s| s.to_string_lossy().into_owned()));
+                    break;
+                }
+                words.push(a.to_string());
+                if words.len() == 1 && matches!(a, "qemu" | "daemon") {
+                    words.extend(it.by_ref().map(|s| s.to_string_lossy().into_owned()));
+                    break;
+                }
+            }
+        }
+    }
+    let command = command(&words)?;
+    Ok(Invocation { command, config, verbosity })
+}
+
+fn command(words: &[String]) -> Result<Command> {
+    let Some((name, rest)) = words.split_first() else {
+        return Err(Error::Usage("no command given".into()));
+    };
+    let mut flags = Flags::new(name, rest);
+    let cmd = match name.as_str() {
+        "help" => Command::Help,
+        "version" => Command::Version,
+        "filter" => {
+            let dry = flags.take("--dry-run");
+            let diff = flags.take("--diff");
+            if dry && diff {
+                return Err(Error::Usage("filter: --dry-run and --diff exclude each other".into()));
+            }
+            let mode = if dry { FilterMode::DryRun } else if diff { FilterMode::Diff } else { FilterMode::Print };
+            let input = flags.at_most_one_positional("FILE")?;
+            Command::Filter { mode, input }
+        }
+        "define" => {
+            let connect = flags.value(&["--connect", "-C"])?;
+            let validate = flags.take("--validate");
+            let input = flags.at_most_one_positional("FILE")?.ok_or_else(|| {
+                Error::Usage("define: give a FILE, or - for stdin".into())
+            })?;
+            Command::Define(virsh::DefineOpts { connect, validate, input })
+        }
+        "apply" => {
+            let connect = flags.value(&["--connect", "-C"])?;
+            let all = flags.take("--all");
+            let live = flags.take("--live");
+            let dry_run = flags.take("--dry-run");
+            let domains = flags.positionals()?;
+            if all == !domains.is_empty() {
+                return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
+            }
+            Command::Apply(virsh::ApplyOpts { connect, all, live, dry_run, domains })
+        }
+        "events" => {
+            let json = flags.take("--json");
+            flags.no_positionals()?;
+            Command::Events { json }
+        }
+        "check" => {
+            let json = flags.take("--json");
+            flags.no_positionals()?;
+            Command::Check { json }
+        }
+        "refresh" => {
+            flags.no_positionals()?;
+            Command::Refresh
+        }
+        "qemu" => return Ok(Command::Qemu(rest.to_vec())),
+        "daemon" => return Ok(Command::Daemon(rest.to_vec())),
+        other => return Err(Error::Usage(format!("unknown command '{other}'"))),
+    };
+    Ok(cmd)
+}
+
+/// Tiny per-command flag parser over the words after the command name.
+struct Flags<'a> {
+    cmd: &'a str,
+    words: Vec<Option<&'a str>>,
+}
+
+impl<'a> Flags<'a> {
+    fn new(cmd: &'a str, rest: &'a [String]) -> Self {
+        Flags { cmd, words: rest.iter().map(|s| Some(s.as_str())).collect() }
+    }
+
+    fn take(&mut self, flag: &str) -> bool {
+        let mut found = false;
+        for w in self.words.iter_mut() {
+            if *w == Some(flag) {
+                *w = None;
+                found = true;
+            }
+        }
+        found
+    }
+
+    fn value(&mut self, names: &[&str]) -> Result<Option<String>> {
+        let mut out = None;
+        let mut i = 0;
+        while i < self.words.len() {
+            if let Some(w) = self.words[i] {
+                if let Some(v) = names.iter().find_map(|n| w.strip_prefix(&format!("{n}="))) {
+                    out = Some(v.to_string());
+                    self.words[i] = None;
+                } else if names.contains(&w) {
+                    let v = self.words.get(i + 1).copied().flatten().ok_or_else(|| {
+                        Error::Usage(format!("{}: {w} needs a value", self.cmd))
+                    })?;
+                    out = Some(v.to_string());
+                    self.words[i] = None;
+                    self.words[i + 1] = None;
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    fn positionals(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for w in self.words.iter().flatten() {
+            if w.starts_with('-') && *w != "-" && w.len() > 1 {
+                return Err(Error::Usage(format!("{}: unknown option '{w}'", self.cmd)));
+            }
+            out.push(w.to_string());
+        }
+        Ok(out)
+    }
+
+    fn at_most_one_positional(&self, what: &str) -> Result<Option<String>> {
+        let mut p = self.positionals()?;
+        if p.len() > 1 {
+            return Err(Error::Usage(format!("{}: only one {what} may be given, got {}", self.cmd, p.len())));
+        }
+        Ok(p.pop())
+    }
+
+    fn no_positionals(&self) -> Result<()> {
+        match self.positionals()?.first() {
+            Some(w) => Err(Error::Usage(format!("{}: unexpected argument '{w}'", self.cmd))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Invocation> {
+        parse(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_commands() {
+        let i = p(&["--config", "/x.json", "filter", "--diff", "in.xml"]).unwrap();
+        assert_eq!(i.config, Some(PathBuf::from("/x.json")));
+        assert_eq!(i.command, Command::Filter { mode: FilterMode::Diff, input: Some("in.xml".into()) });
+        assert_eq!(p(&["filter"]).unwrap().command, Command::Filter { mode: FilterMode::Print, input: None });
+        assert_eq!(p(&["filter", "-c", "a", "-"]).unwrap().config, Some(PathBuf::from("a")));
+        let q = p(&["qemu", "-weird", "restore", "begin", "-"]).unwrap();
+        assert_eq!(q.command, Command::Qemu(vec!["-weird".into(), "restore".into(), "begin".into(), "-".into()]));
+        let a = p(&["apply", "--connect", "test:///default", "--live", "a", "b"]).unwrap();
+        assert_eq!(
+            a.command,
+            Command::Apply(virsh::ApplyOpts {
+                connect: Some("test:///default".into()),
+                all: false,
+                live: true,
+                dry_run: false,
+                domains: vec!["a".into(), "b".into()]
+            })
+        );
+        assert_eq!(p(&["-v", "-v", "events", "--json"]).unwrap().verbosity, 2);
+        assert_eq!(p(&["check", "--help"]).unwrap().command, Command::Help);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for (args, want) in [
+            (&["frob"][..], "unknown command 'frob'"),
+            (&[][..], "no command given"),
+            (&["filter", "a", "b"][..], "only one FILE"),
+            (&["filter", "--dry-run", "--diff"][..], "exclude each other"),
+            (&["filter", "--bogus"][..], "unknown option '--bogus'"),
+            (&["define"][..], "give a FILE"),
+            (&["apply"][..], "--all or domain names"),
+            (&["apply", "--all", "x"][..], "--all or domain names"),
+            (&["events", "x"][..], "unexpected argument 'x'"),
+            (&["--config"][..], "needs a file path"),
+        ] {
+            let e = p(args).unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE);
+            assert!(e.to_string().contains(want), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn diff_of_an_insertion() {
+        let d = unified_diff("a\nb\nc\n", "a\nb\nx\nc\n", "f");
+        assert_eq!(d, "--- f\n+++ f (virt-perf-hook)\n@@ -1,3 +1,4 @@\n a\n b\n+x\n c\n");
+        assert_eq!(unified_diff("same", "same", "f"), "");
+        let d = unified_diff("a", "b", "f");
+        assert!(d.contains("-a\n\\ No newline at end of file\n+b\n"));
+    }
+}

@@ -62,6 +62,12 @@ pub fn plan(_paths: &Paths, cfg: &Config) -> Plan {
     }
 }
 
+/// Re-detect the version and re-probe the host, rewriting the cache (daemon hook, `refresh`).
+/// Until the cache exists there is nothing to refresh.
+pub fn refresh(_paths: &Paths, _cfg: &Config) -> crate::error::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod events;
+pub mod filter;
 pub mod hook;
 pub mod host;
 pub mod logging;

@@ -1,1 +1,74 @@
-//! (in progress)
+//! Logging: `env_logger` on stderr for the CLI; syslog (`/dev/log`) plus stderr for hook runs,
+//! because libvirt throws a successful hook's stderr away.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::paths::Paths;
+
+/// CLI logging: warnings by default, `-v` info, `-vv` debug, `-q` errors only; `RUST_LOG` wins.
+pub fn init_cli(verbosity: i8) {
+    let level = match verbosity {
+        i8::MIN..=-1 => LevelFilter::Error,
+        0 => LevelFilter::Warn,
+        1 => LevelFilter::Info,
+        _ => LevelFilter::Debug,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("RUST_LOG")
+        .format(|buf, rec| writeln!(buf, "virt-perf-hook: {}: {}", rec.level().as_str().to_lowercase(), rec.args()))
+        .try_init();
+}
+
+/// Hook logging: info and above to syslog (facility daemon) and stderr.
+pub fn init_hook(paths: &Paths) {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::Info);
+    let socket = UnixDatagram::unbound().ok().filter(|s| s.connect(paths.host("/dev/log")).is_ok());
+    let logger = Box::new(HookLogger { socket: Mutex::new(socket), level });
+    if log::set_boxed_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+struct HookLogger {
+    socket: Mutex<Option<UnixDatagram>>,
+    level: LevelFilter,
+}
+
+/// syslog facility "daemon".
+const FACILITY_DAEMON: u8 = 3;
+
+impl Log for HookLogger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, rec: &Record<'_>) {
+        if !self.enabled(rec.metadata()) {
+            return;
+        }
+        let msg = crate::error::one_line(&rec.args().to_string());
+        let severity = match rec.level() {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        if let Ok(guard) = self.socket.lock() {
+            if let Some(sock) = guard.as_ref() {
+                let line = format!("<{}>virt-perf-hook[{}]: {msg}", FACILITY_DAEMON * 8 + severity, std::process::id());
+                let _ = sock.send(line.as_bytes());
+            }
+        }
+        let _ = writeln!(std::io::stderr(), "virt-perf-hook: {}: {msg}", rec.level().as_str().to_lowercase());
+    }
+
+    fn flush(&self) {}
+}

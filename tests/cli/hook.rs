@@ -1,0 +1,1 @@
+//! hook protocol tests (in progress)

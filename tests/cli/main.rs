@@ -1,0 +1,6 @@
+//! Integration tests: they run the built binary, as an operator or libvirt would.
+//! Tests that need root, a real libvirtd or virt-xml-validate skip with a printed reason elsewhere.
+
+mod common;
+mod filter;
+mod hook;
