@@ -2,5 +2,10 @@
 //! Tests that need root, a real libvirtd or virt-xml-validate skip with a printed reason elsewhere.
 
 mod common;
+mod e2e;
 mod filter;
 mod hook;
+mod hostile;
+mod host;
+mod package;
+mod virsh;
