@@ -1,1 +1,230 @@
-//! hook protocol tests (in progress)
+//! The libvirt hook protocol, driven the way libvirt drives it: argv, XML on stdin, stdout
+//! read only for `migrate begin` / `restore begin`, exit status deciding whether the op goes on.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+use crate::skip;
+
+const CFG: &str = r#"{"enabled_perf_events": ["page_faults", "cpu_clock"], "libvirt_version": "9.0.0", "host_probe": false}"#;
+
+fn hook(root: &TempDir, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut all = vec!["qemu"];
+    all.extend_from_slice(args);
+    run_in(root.path(), &all, stdin)
+}
+
+fn expected() -> String {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/basic/in.xml");
+    std::fs::read_to_string(golden).unwrap().replace(
+        "  <devices>\n",
+        "  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n  <devices>\n",
+    )
+}
+
+#[test]
+fn restore_and_migrate_begin_print_the_new_xml() {
+    let root = TempDir::with_config("hook-rw", CFG);
+    for op in ["restore", "migrate"] {
+        let out = hook(&root, &["instance-00000001", op, "begin", "-"], DOMAIN);
+        assert_eq!(out.status.code(), Some(0), "{op}: {}", stderr(&out));
+        assert_eq!(stdout(&out), expected(), "{op}");
+    }
+    // Already carrying the events: empty output means "unchanged" to libvirt.
+    let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], &expected());
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "unchanged XML must produce no output");
+}
+
+#[test]
+fn other_ops_exit_at_once_without_reading_anything() {
+    // A broken config and garbage on stdin: the pass-through path must not even look.
+    let root = TempDir::with_config("hook-pass", "{ not json");
+    for (op, sub) in [
+        ("prepare", "begin"),
+        ("start", "begin"),
+        ("started", "begin"),
+        ("stopped", "end"),
+        ("release", "end"),
+        ("reconnect", "begin"),
+        ("attach", "begin"),
+        ("restore", "end"),
+        ("migrate", "end"),
+        ("some-future-op", "begin"),
+    ] {
+        let out = hook(&root, &["vm", op, sub, "-"], "garbage");
+        assert_eq!(out.status.code(), Some(0), "{op} {sub}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{op} {sub}: {}", stderr(&out));
+    }
+    // Missing arguments are not an error either: libvirt always passes four.
+    let out = hook(&root, &[], "");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn excluded_domain_is_left_alone() {
+    let cfg = r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0", "host_probe": false,
+                  "domains": {"exclude": ["instance-*"]}}"#;
+    let root = TempDir::with_config("hook-excl", cfg);
+    // The hook's domain argument decides, not the XML's <name>.
+    let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], DOMAIN);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let out = hook(&root, &["other", "restore", "begin", "-"], DOMAIN);
+    assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"));
+}
+
+#[test]
+fn fails_open_by_default() {
+    // Bad config: the guest proceeds unchanged, the reason is logged.
+    let root = TempDir::with_config("hook-open", r#"{"enabled_perf_events": ["cpu_cycle"]}"#);
+    let out = hook(&root, &["vm", "restore", "begin", "-"], DOMAIN);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(err.contains("did you mean 'cpu_cycles'") && err.contains("leaving the guest unchanged"), "{err}");
+
+    // Missing config and unparsable XML: same.
+    let empty = TempDir::new("hook-open2");
+    let out = hook(&empty, &["vm", "restore", "begin", "-"], DOMAIN);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let root = TempDir::with_config("hook-open3", CFG);
+    for bad in ["<domain><name>x</name>", "", "<vm/>", "\u{0}"] {
+        let out = hook(&root, &["vm", "restore", "begin", "-"], bad);
+        assert_eq!(out.status.code(), Some(0), "{bad:?}");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+        assert!(stderr(&out).contains("domain XML rejected"), "{bad:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn fails_closed_when_configured() {
+    let cfg = r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0", "host_probe": false, "on_error": "fail"}"#;
+    let root = TempDir::with_config("hook-closed", cfg);
+    let out = hook(&root, &["vm", "restore", "begin", "-"], "<domain><name>x</name>");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("virt-perf-hook: vm restore begin: domain XML rejected: truncated"), "{err}");
+    // Good input still works in fail mode.
+    let out = hook(&root, &["vm", "restore", "begin", "-"], DOMAIN);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("page_faults"));
+}
+
+/// libvirt runs the file by its path: `hooks/qemu` or anything in `hooks/qemu.d/`.
+#[test]
+fn invoked_through_hook_file_names() {
+    let root = TempDir::with_config("hook-argv0", CFG);
+    let hooks = root.path().join("etc/libvirt/hooks");
+    std::fs::create_dir_all(hooks.join("qemu.d")).unwrap();
+    let as_qemu = hooks.join("qemu");
+    let in_dir = hooks.join("qemu.d/50-virt-perf-hook");
+    std::os::unix::fs::symlink(BIN, &as_qemu).unwrap();
+    std::os::unix::fs::symlink(BIN, &in_dir).unwrap();
+    for path in [&as_qemu, &in_dir] {
+        let mut cmd = Command::new(path);
+        cmd.args(["instance-00000001", "restore", "begin", "-"]).env("VIRT_PERF_HOOK_ROOT", root.path());
+        let out = feed(cmd, DOMAIN);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), expected(), "{}", path.display());
+        let mut cmd = Command::new(path);
+        cmd.args(["vm", "prepare", "begin", "-"]).env("VIRT_PERF_HOOK_ROOT", root.path());
+        let out = feed(cmd, DOMAIN);
+        assert!(out.status.success() && out.stdout.is_empty());
+    }
+}
+
+/// In a qemu.d chain our stdin is the previous script's output, possibly with its own `<perf>`.
+#[test]
+fn works_as_a_link_in_a_chain() {
+    let root = TempDir::with_config("hook-chain", CFG);
+    let previous = DOMAIN.replace("</domain>", "  <perf>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n</domain>");
+    let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], &previous);
+    assert!(out.status.success());
+    let xml = stdout(&out);
+    assert_eq!(xml.matches("<perf>").count(), 1);
+    assert_eq!(xml.matches("page_faults").count(), 1);
+    assert!(xml.contains("<event name='cpu_clock' enabled='yes'/>"));
+}
+
+/// Hook runs log to syslog (/dev/log, under the fake root here), since libvirt drops stderr.
+#[test]
+fn logs_to_syslog() {
+    let root = TempDir::with_config("hook-syslog", r#"{"enabled_perf_events": ["page_faults", "cpu_cycles"], "libvirt_version": "2.5.0", "host_probe": false}"#);
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], DOMAIN);
+    assert!(out.status.success());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if got.len() == 2 {
+            break;
+        }
+    }
+    let all = got.join("\n");
+    // <28> = daemon.warning, <30> = daemon.info
+    assert!(all.contains("<28>virt-perf-hook[") && all.contains("not adding page_faults to 'instance-00000001': needs libvirt 3.2.0"), "{all}");
+    assert!(all.contains("<30>virt-perf-hook[") && all.contains("restore begin: domain 'instance-00000001': added cpu_cycles"), "{all}");
+}
+
+#[test]
+fn daemon_hook_always_exits_zero() {
+    let root = TempDir::with_config("hook-daemon", CFG);
+    for args in [["-", "start", "-", "start"], ["-", "reload", "begin", "SIGHUP"], ["-", "shutdown", "-", "shutdown"]] {
+        let mut all = vec!["daemon"];
+        all.extend_from_slice(&args);
+        let out = run_in(root.path(), &all, "");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+    // Even with a broken config.
+    let bad = TempDir::with_config("hook-daemon2", "nope");
+    let out = run_in(bad.path(), &["daemon", "-", "start", "-", "start"], "");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// The shipped `hooks/qemu.d/virt-perf-hook` entry, pointed at the built binary (or at nothing).
+fn shell_entry(root: &TempDir, binary: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/qemu.d/virt-perf-hook");
+    let text = std::fs::read_to_string(src).unwrap().replace("/usr/bin/virt-perf-hook", binary);
+    let p = root.write("entry.sh", &text);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn shipped_qemu_entry_script() {
+    if !have("sh") {
+        skip!("no /bin/sh");
+    }
+    let root = TempDir::with_config("hook-entry", CFG);
+    let entry = shell_entry(&root, BIN);
+    let run = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(&entry);
+        cmd.args(args).env("VIRT_PERF_HOOK_ROOT", root.path());
+        feed(cmd, stdin)
+    };
+    let out = run(&["instance-00000001", "restore", "begin", "-"], DOMAIN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), expected());
+    let out = run(&["vm", "prepare", "begin", "-"], "garbage");
+    assert!(out.status.success() && out.stdout.is_empty());
+
+    // Package removed but the entry left behind: the guest proceeds unchanged.
+    let gone = shell_entry(&root, "/nonexistent/virt-perf-hook");
+    let mut cmd = Command::new(&gone);
+    cmd.args(["vm", "restore", "begin", "-"]);
+    let out = feed(cmd, DOMAIN);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+}
