@@ -121,3 +121,10 @@ fn nix_uid() -> u32 {
 
 /// A small, realistic domain (shape of `virsh dumpxml` on libvirt 9).
 pub const DOMAIN: &str = include_str!("../golden/basic/in.xml");
+
+/// Serializes tests that change the real host (libvirtd, /etc/libvirt/hooks, dpkg): they run
+/// in one process with the other tests, which only ever use fake roots.
+pub fn host_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
