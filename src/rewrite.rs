@@ -385,6 +385,9 @@ pub fn line_col(text: &str, pos: usize) -> String {
 
 struct Scanner<'a> {
     text: &'a str,
+    /// Bytes before what the tokenizer sees (a UTF-8 byte-order mark, which quick-xml would
+    /// otherwise skip without counting): added to every position it reports.
+    base: usize,
     reader: Reader<&'a [u8]>,
     depth: usize,
     root_seen: bool,
@@ -400,7 +403,9 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(text: &'a str) -> Self {
-        let mut reader = Reader::from_str(text);
+        let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let base = text.len() - body.len();
+        let mut reader = Reader::from_str(body);
         let cfg = reader.config_mut();
         cfg.check_end_names = true;
         cfg.check_comments = true;
@@ -408,6 +413,7 @@ impl<'a> Scanner<'a> {
         cfg.expand_empty_elements = false;
         Scanner {
             text,
+            base,
             reader,
             depth: 0,
             root_seen: false,
@@ -427,15 +433,15 @@ impl<'a> Scanner<'a> {
 
     fn run(mut self) -> Result<Document<'a>> {
         loop {
-            let start = self.reader.buffer_position() as usize;
+            let start = self.base + self.reader.buffer_position() as usize;
             let event = match self.reader.read_event() {
                 Ok(e) => e,
                 Err(e) => {
-                    let pos = self.reader.error_position() as usize;
+                    let pos = self.base + self.reader.error_position() as usize;
                     return Err(self.err(pos, format!("malformed XML ({e})")));
                 }
             };
-            let end = self.reader.buffer_position() as usize;
+            let end = self.base + self.reader.buffer_position() as usize;
             match event {
                 XmlEvent::Start(e) => self.open(&e, start, end, false)?,
                 XmlEvent::Empty(e) => self.open(&e, start, end, true)?,
@@ -699,6 +705,13 @@ mod tests {
         let xml = r#"<domain type="qemu"><name>d</name><devices/></domain>"#;
         let out = run(xml, &["cpu_clock"], Respect).xml.unwrap();
         assert_eq!(out, r#"<domain type="qemu"><name>d</name><perf><event name="cpu_clock" enabled="yes"/></perf><devices/></domain>"#);
+    }
+
+    #[test]
+    fn byte_order_mark_is_kept_and_counted() {
+        let xml = "\u{feff}<domain>\n  <name>bom</name>\n  <devices/>\n</domain>\n";
+        let out = run(xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert_eq!(out, "\u{feff}<domain>\n  <name>bom</name>\n  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n  </perf>\n  <devices/>\n</domain>\n");
     }
 
     #[test]
