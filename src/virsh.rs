@@ -1,7 +1,25 @@
-//! The `define` and `apply` commands, which talk to libvirt through virsh (in progress).
+//! The `define` and `apply` commands, which talk to libvirt through virsh.
+//!
+//! libvirt ignores hook output on a plain define/start, so new guests get their events from the
+//! `define` wrapper and existing guests from `apply` (`virsh perf --enable`). Domain names are
+//! untrusted: they always travel as their own argv entry after `--domain`, never through a shell
+//! and never as virsh's single-string command form (which splits on `;`).
 
-use crate::cli::Ctx;
-use crate::error::{Error, Result};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::cli::{self, Ctx};
+use crate::config::{Config, Existing};
+use crate::error::{exit, one_line, Error, Result};
+use crate::filter;
+use crate::host::{self, Dropped, Plan};
+use crate::rewrite::Document;
+use crate::version::Version;
+
+/// Overrides the virsh binary (tests, unusual installs).
+pub const VIRSH_ENV: &str = "VIRSH";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefineOpts {
@@ -20,10 +38,519 @@ pub struct ApplyOpts {
     pub domains: Vec<String>,
 }
 
-pub fn define(_ctx: &Ctx, _o: &DefineOpts) -> Result<i32> {
-    Err(Error::Other("define: not implemented yet".into()))
+/// `virt-perf-hook define`: rewrite the XML, then `virsh define` it; virsh's output and exit
+/// status pass through.
+pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
+    let cfg = ctx.load_config()?;
+    let xml = cli::read_input(Some(&o.input))?;
+    let virsh = Virsh::from_env(o.connect.clone());
+    let cfg = virsh.pin_version(cfg)?;
+    let result = filter::filter(&ctx.paths, &cfg, &xml, None)?;
+    log::info!("{}", result.describe());
+    let text = result.xml().unwrap_or(&xml);
+    // A private file rather than /dev/stdin: works for every virsh and leaves stdin alone.
+    let tmp = TempFile::create(text)?;
+    let mut args: Vec<OsString> = vec!["define".into()];
+    if o.validate {
+        args.push("--validate".into());
+    }
+    args.push("--file".into());
+    args.push(tmp.path().into());
+    let status = virsh.command(&args).status().map_err(|e| virsh.spawn_error(e))?;
+    drop(tmp);
+    match status.code() {
+        Some(0) => Ok(exit::OK),
+        Some(code) => {
+            log::warn!("virsh define exited with status {code}; the domain was not defined");
+            Ok(code)
+        }
+        None => Err(Error::Command {
+            what: "virsh define".into(),
+            code: exit::FAILURE,
+            msg: "virsh was killed by a signal; check with 'virsh dominfo' whether the domain was defined".into(),
+        }),
+    }
 }
 
-pub fn apply(_ctx: &Ctx, _o: &ApplyOpts) -> Result<i32> {
-    Err(Error::Other("apply: not implemented yet".into()))
+/// `virt-perf-hook apply`: enable the configured events on existing guests with `virsh perf`.
+pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
+    let cfg = ctx.load_config()?;
+    let virsh = Virsh::from_env(o.connect.clone());
+    let cfg = virsh.pin_version(cfg)?;
+    let plan = host::plan(&ctx.paths, &cfg);
+    for Dropped { event, reason } in &plan.dropped {
+        log::warn!("not enabling {event}: {reason}");
+    }
+    let names = if o.all { virsh.list(&["--all", "--name"])? } else { dedup(&o.domains) };
+    if names.is_empty() {
+        log::warn!("no domains defined{}", virsh.on());
+        return Ok(exit::OK);
+    }
+    // One call for all domains: which are active (only they have a live state to change).
+    let active = if o.live { Some(virsh.list(&["--name"])?) } else { None };
+    let mut rows = Vec::with_capacity(names.len());
+    for name in &names {
+        let row = apply_one(&virsh, &cfg, &plan, name, o, active.as_deref())?;
+        match row.result {
+            Outcome::Failed => log::warn!("domain '{name}': {}", row.detail),
+            _ => log::info!("domain '{name}': {} ({})", row.result.as_str(), row.detail),
+        }
+        rows.push(row);
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(render_table(&rows).as_bytes()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Error::io("stdout", "write to", e)),
+    }
+    let failed = rows.iter().filter(|r| r.result == Outcome::Failed).count();
+    if failed > 0 {
+        log::warn!("{failed} of {} domain(s) failed; see the table", rows.len());
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Changed,
+    WouldChange,
+    Skipped,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Changed => "changed",
+            Outcome::WouldChange => "would change",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub domain: String,
+    pub result: Outcome,
+    pub detail: String,
+}
+
+/// What one domain needs. Returns `Err` only when virsh itself cannot run (stop everything);
+/// a virsh call that fails makes a `failed` row and the loop goes on.
+fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts, active: Option<&[String]>) -> Result<Row> {
+    let row = |result, detail: String| Ok(Row { domain: name.to_string(), result, detail });
+    if !cfg.domains.selects(name) {
+        return row(Outcome::Skipped, "not selected by the config's domains include/exclude".into());
+    }
+    // `virsh perf` reports never-mentioned events as disabled too; only the persistent XML tells
+    // an operator's explicit enabled='no' (kept with existing: respect) from an absent event.
+    let xml = virsh.run(&["dumpxml", "--inactive", "--domain", name])?;
+    if !xml.success() {
+        return row(Outcome::Failed, xml.message());
+    }
+    let said_no = match explicitly_disabled(&xml.stdout) {
+        Ok(v) => v,
+        Err(e) => return row(Outcome::Failed, format!("cannot read its XML: {e}")),
+    };
+    let (want, kept) = wanted(&plan.add, &said_no, cfg.existing);
+
+    let config_state = match virsh.perf_state(name, "--config")? {
+        Ok(s) => s,
+        Err(msg) => return row(Outcome::Failed, msg),
+    };
+    let config_missing = missing(&want, &config_state);
+    let is_active = active.map(|a| a.iter().any(|n| n == name));
+    let live_missing = if is_active == Some(true) {
+        match virsh.perf_state(name, "--live")? {
+            Ok(s) => missing(&want, &s),
+            Err(msg) => return row(Outcome::Failed, msg),
+        }
+    } else {
+        Vec::new()
+    };
+
+    let mut notes = Vec::new();
+    if !kept.is_empty() {
+        notes.push(format!("kept disabled {} (existing: respect)", kept.join(",")));
+    }
+    if is_active == Some(false) {
+        notes.push("not running (config only)".to_string());
+    }
+    if config_missing.is_empty() && live_missing.is_empty() {
+        let mut parts = vec![if want.is_empty() { "nothing to enable".to_string() } else { format!("has {}", want.join(",")) }];
+        parts.extend(notes);
+        return row(Outcome::Ok, parts.join("; "));
+    }
+    let verb = if o.dry_run { "would enable" } else { "enabled" };
+    let mut parts = change_parts(verb, &config_missing, &live_missing);
+    parts.extend(notes);
+    if o.dry_run {
+        return row(Outcome::WouldChange, parts.join("; "));
+    }
+    // Separate calls: some drivers (e.g. the test driver) reject --config together with --live.
+    for (events, flag) in [(&config_missing, "--config"), (&live_missing, "--live")] {
+        if events.is_empty() {
+            continue;
+        }
+        let list = events.join(",");
+        let out = virsh.run(&["perf", "--domain", name, "--enable", &list, flag])?;
+        if !out.success() {
+            let done = if flag == "--live" && !config_missing.is_empty() {
+                format!("enabled {} (config); ", config_missing.join(","))
+            } else {
+                String::new()
+            };
+            return row(Outcome::Failed, format!("{done}enabling {list} ({}) failed: {}", &flag[2..], out.message()));
+        }
+    }
+    row(Outcome::Changed, parts.join("; "))
+}
+
+/// "enabled a,b (config+live)" or one part per state when they differ.
+fn change_parts(verb: &str, config: &[&str], live: &[&str]) -> Vec<String> {
+    if config == live {
+        return vec![format!("{verb} {} (config+live)", config.join(","))];
+    }
+    let mut parts = Vec::new();
+    if !config.is_empty() {
+        parts.push(format!("{verb} {} (config)", config.join(",")));
+    }
+    if !live.is_empty() {
+        parts.push(format!("{verb} {} (live)", live.join(",")));
+    }
+    parts
+}
+
+/// The plan's events minus, under `respect`, those the domain's XML says `enabled='no'` to.
+/// Returns (wanted, kept disabled).
+pub fn wanted<'a>(add: &[&'a str], said_no: &[String], existing: Existing) -> (Vec<&'a str>, Vec<&'a str>) {
+    add.iter().partition(|e| existing == Existing::Override || !said_no.iter().any(|n| n == *e))
+}
+
+/// Wanted events that `state` does not report as enabled.
+pub fn missing<'a>(want: &[&'a str], state: &[(String, bool)]) -> Vec<&'a str> {
+    want.iter().copied().filter(|e| !state.iter().any(|(n, on)| n == e && *on)).collect()
+}
+
+/// Events the domain XML lists with `enabled='no'`.
+pub fn explicitly_disabled(xml: &str) -> Result<Vec<String>> {
+    let doc = Document::parse(xml)?;
+    Ok(doc.perf_events().into_iter().filter(|(_, en)| *en == Some("no")).map(|(n, _)| n.to_string()).collect())
+}
+
+/// Parses `virsh perf DOM` output: `cpu_cycles     : enabled` lines; anything else is ignored.
+pub fn parse_perf(text: &str) -> Vec<(String, bool)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, state) = l.split_once(':')?;
+            let on = match state.trim() {
+                "enabled" => true,
+                "disabled" => false,
+                _ => return None,
+            };
+            let name = name.trim();
+            let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            valid.then(|| (name.to_string(), on))
+        })
+        .collect()
+}
+
+/// The libvirt version from `virsh version --daemon`: the daemon's (what actually runs the
+/// guests), else the driver API's, else the client library's.
+pub fn parse_version(text: &str) -> Option<Version> {
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().last())
+            .and_then(|v| v.parse::<Version>().ok())
+    };
+    field("Running against daemon:").or_else(|| field("Using API:")).or_else(|| field("Using library:"))
+}
+
+/// Names from `virsh list --name`, one per line (names may hold spaces; blank lines end lists).
+pub fn parse_names(text: &str) -> Vec<String> {
+    let names: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    dedup(&names)
+}
+
+fn dedup(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out
+}
+
+/// The DOMAIN / RESULT / DETAIL table, columns padded to the widest cell.
+pub fn render_table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 3]> = std::iter::once(["DOMAIN".to_string(), "RESULT".to_string(), "DETAIL".to_string()])
+        .chain(rows.iter().map(|r| [printable(&r.domain), r.result.as_str().to_string(), printable(&r.detail)]))
+        .collect();
+    let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    let mut out = String::new();
+    for [a, b, c] in &cells {
+        let line = format!("{a:<w0$}  {b:<w1$}  {c}");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Control characters escaped, so a hostile name cannot break the table or the terminal.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// A captured virsh run.
+struct Output {
+    /// `None` when virsh was killed by a signal.
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// virsh's error as one line, for the table and messages.
+    fn message(&self) -> String {
+        let err = one_line(&self.stderr);
+        let err = err.trim();
+        match (err.is_empty(), self.code) {
+            (false, _) => err.to_string(),
+            (true, Some(c)) => format!("virsh exited with status {c}"),
+            (true, None) => "virsh was killed by a signal".to_string(),
+        }
+    }
+}
+
+struct Virsh {
+    bin: OsString,
+    /// Whether the binary came from `$VIRSH` (for the not-found message).
+    from_env: bool,
+    connect: Option<String>,
+}
+
+impl Virsh {
+    fn from_env(connect: Option<String>) -> Self {
+        match std::env::var_os(VIRSH_ENV).filter(|v| !v.is_empty()) {
+            Some(bin) => Virsh { bin, from_env: true, connect },
+            None => Virsh { bin: "virsh".into(), from_env: false, connect },
+        }
+    }
+
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        if let Some(uri) = &self.connect {
+            cmd.arg("-c").arg(uri);
+        }
+        // Always more than one argv entry after the options: a lone argument would be parsed
+        // by virsh as a command string (`;` separated).
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs virsh with its output captured, in the C locale so it parses the same everywhere.
+    /// `Err` only when virsh cannot be started.
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        log::debug!("running virsh {args:?}");
+        let out = self
+            .command(args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error(e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> Error {
+        let bin = Path::new(&self.bin).display();
+        match (e.kind(), self.from_env) {
+            (std::io::ErrorKind::NotFound, false) => {
+                Error::Other("virsh not found; install libvirt-clients or set VIRSH".into())
+            }
+            (std::io::ErrorKind::NotFound, true) => {
+                Error::Other(format!("virsh '{bin}' (from $VIRSH) not found; fix VIRSH or unset it"))
+            }
+            _ => Error::Other(format!("cannot run virsh '{bin}': {e}")),
+        }
+    }
+
+    /// " on URI" for messages.
+    fn on(&self) -> String {
+        self.connect.as_ref().map(|u| format!(" on {u}")).unwrap_or_default()
+    }
+
+    fn list(&self, flags: &[&str]) -> Result<Vec<String>> {
+        let mut args = vec!["list"];
+        args.extend_from_slice(flags);
+        let out = self.run(&args)?;
+        if !out.success() {
+            return Err(Error::Command {
+                what: format!("virsh list{}", self.on()),
+                code: exit::FAILURE,
+                msg: out.message(),
+            });
+        }
+        Ok(parse_names(&out.stdout))
+    }
+
+    /// `virsh perf --domain NAME FLAG`: the event states, or virsh's error message.
+    fn perf_state(&self, name: &str, flag: &str) -> Result<std::result::Result<Vec<(String, bool)>, String>> {
+        let out = self.run(&["perf", "--domain", name, flag])?;
+        if !out.success() {
+            return Ok(Err(out.message()));
+        }
+        let state = parse_perf(&out.stdout);
+        if state.is_empty() {
+            return Ok(Err(format!("cannot parse 'virsh perf {flag}' output (no 'event : enabled|disabled' lines)")));
+        }
+        Ok(Ok(state))
+    }
+
+    /// The config with `libvirt_version` set from the daemon virsh talks to, unless pinned.
+    /// Outside a hook asking libvirt is safe, and with `--connect` it is the only right answer.
+    fn pin_version(&self, mut cfg: Config) -> Result<Config> {
+        if cfg.libvirt_version.is_some() {
+            return Ok(cfg);
+        }
+        let out = self.run(&["version", "--daemon"])?;
+        match parse_version(&out.stdout) {
+            Some(v) if out.success() => {
+                log::info!("libvirt {v}{} (from virsh version)", self.on());
+                cfg.libvirt_version = Some(v);
+            }
+            _ => log::warn!(
+                "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
+                self.on(),
+                out.message()
+            ),
+        }
+        Ok(cfg)
+    }
+}
+
+/// A 0600 file in `$TMPDIR`, created exclusively (no symlink games) and removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn create(text: &str) -> Result<TempFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let mut last = None;
+        for attempt in 0..100u32 {
+            let path = dir.join(format!("virt-perf-hook-{}-{nanos:09}-{attempt}.xml", std::process::id()));
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+                Ok(mut f) => {
+                    let tmp = TempFile(path);
+                    f.write_all(text.as_bytes()).map_err(|e| Error::io(&tmp.0, "write", e))?;
+                    return Ok(tmp);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(Error::io(&path, "create (set TMPDIR to a writable directory)", e)),
+            }
+        }
+        let e = last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        Err(Error::io(dir, "create a temporary file in", e))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_perf_output() {
+        let text = "\ncmt            : disabled\ncache_references: enabled\npage_faults    :enabled\nweird line\nerror: x : y\n: enabled\n";
+        assert_eq!(
+            parse_perf(text),
+            vec![("cmt".into(), false), ("cache_references".into(), true), ("page_faults".into(), true)]
+        );
+        assert!(parse_perf("").is_empty());
+    }
+
+    #[test]
+    fn parses_version() {
+        let daemon = "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.0\nRunning against daemon: 8.0.0\n";
+        assert_eq!(parse_version(daemon), Some(Version::new(8, 0, 0)));
+        let local = "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.1.0\nUsing API: TEST 9.0.0\nRunning hypervisor: TEST 0.0.2\n";
+        assert_eq!(parse_version(local), Some(Version::new(9, 0, 0)));
+        assert_eq!(parse_version("Using library: libvirt 10.10.0\n"), Some(Version::new(10, 10, 0)));
+        assert_eq!(parse_version("Running hypervisor: QEMU 7.2.0\n"), None);
+        assert_eq!(parse_version(""), None);
+    }
+
+    #[test]
+    fn respect_and_override() {
+        let said_no = vec!["cpu_clock".to_string()];
+        let add = ["cpu_clock", "page_faults"];
+        assert_eq!(wanted(&add, &said_no, Existing::Respect), (vec!["page_faults"], vec!["cpu_clock"]));
+        assert_eq!(wanted(&add, &said_no, Existing::Override), (vec!["cpu_clock", "page_faults"], vec![]));
+        let state = vec![("cpu_clock".to_string(), true), ("page_faults".to_string(), false)];
+        assert_eq!(missing(&add, &state), vec!["page_faults"]);
+        assert_eq!(missing(&add, &[]), vec!["cpu_clock", "page_faults"]);
+    }
+
+    #[test]
+    fn explicit_no_comes_from_the_xml() {
+        let xml = "<domain><name>a</name><perf><event name='cpu_clock' enabled='no'/><event name='page_faults' enabled='yes'/><event name='cmt'/></perf></domain>";
+        assert_eq!(explicitly_disabled(xml).unwrap(), vec!["cpu_clock".to_string()]);
+        assert!(explicitly_disabled("<domain><name>a</name></domain>").unwrap().is_empty());
+        assert!(explicitly_disabled("<vm/>").is_err());
+    }
+
+    #[test]
+    fn names_and_table() {
+        assert_eq!(parse_names("a b\n-x\n\na b\n"), vec!["a b".to_string(), "-x".to_string()]);
+        let rows = vec![
+            Row { domain: "vm1".into(), result: Outcome::Changed, detail: "enabled page_faults (config)".into() },
+            Row { domain: "a\nb".into(), result: Outcome::Skipped, detail: String::new() },
+        ];
+        assert_eq!(
+            render_table(&rows),
+            "DOMAIN  RESULT   DETAIL\nvm1     changed  enabled page_faults (config)\na\\nb    skipped\n"
+        );
+    }
+
+    #[test]
+    fn change_details() {
+        assert_eq!(change_parts("enabled", &["a", "b"], &["a", "b"]), vec!["enabled a,b (config+live)"]);
+        assert_eq!(change_parts("enabled", &["a"], &[]), vec!["enabled a (config)"]);
+        assert_eq!(change_parts("would enable", &[], &["b"]), vec!["would enable b (live)"]);
+    }
+
+    #[test]
+    fn temp_file_is_private_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = TempFile::create("<domain/>").unwrap();
+        let p = t.path().to_path_buf();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "<domain/>");
+        drop(t);
+        assert!(!p.exists());
+    }
 }
