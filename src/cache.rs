@@ -1,1 +1,328 @@
-//! (in progress)
+//! The state file `/var/cache/virt-perf-hook/state.json`: the detected libvirt version with the
+//! identity of the file it came from, and the host probe keyed on the boot id.
+//!
+//! A warm run costs one small read of this file, one read of `boot_id` and one `stat` of the
+//! version's source; no exec. Readers take no lock: writers serialise on `lock` with `flock` and
+//! publish with `rename`, so a reader sees the old or the new file, never a torn one. A corrupt,
+//! foreign or symlinked file is ignored and replaced (rename replaces a symlink, never writes
+//! through it). Nothing is fsynced: a file lost in a crash is simply rebuilt.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::libc;
+
+use crate::detect::Source;
+use crate::paths::Paths;
+use crate::probe;
+use crate::version::Version;
+
+/// Bumped when the layout changes; other values are ignored as foreign.
+pub const FORMAT: u32 = 1;
+/// The file is a few KiB; anything much larger is not ours.
+const MAX_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub format: u32,
+    pub version: Option<CachedVersion>,
+    pub probe: Option<CachedProbe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachedVersion {
+    pub version: Version,
+    pub source: Source,
+    pub path: PathBuf,
+    pub identity: Identity,
+}
+
+/// Which file a version was read from; a package upgrade changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+impl Identity {
+    pub fn of(path: &Path) -> Option<Identity> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Identity { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachedProbe {
+    pub boot_id: String,
+    pub results: probe::Results,
+}
+
+impl CachedVersion {
+    /// `None` when still valid, else why not.
+    pub fn stale_reason(&self) -> Option<String> {
+        match Identity::of(&self.path) {
+            Some(id) if id == self.identity => None,
+            Some(_) => Some(format!("{} changed", self.path.display())),
+            None => Some(format!("{} is gone", self.path.display())),
+        }
+    }
+}
+
+impl CachedProbe {
+    pub fn stale_reason(&self, boot_id: Option<&str>) -> Option<String> {
+        if boot_id != Some(self.boot_id.as_str()) {
+            return Some("host rebooted since the probe".to_string());
+        }
+        let complete = crate::events::CATALOG.iter().all(|e| self.results.contains_key(e.name));
+        (!complete).then(|| "probe lacks events".to_string())
+    }
+}
+
+/// The boot id, which keys the probe: another boot may have another kernel or CPU.
+pub fn boot_id(paths: &Paths) -> Option<String> {
+    let s = std::fs::read_to_string(paths.boot_id()).ok()?;
+    let s = s.trim();
+    (!s.is_empty() && s.len() <= 64).then(|| s.to_string())
+}
+
+/// What reading the state file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    Missing,
+    /// Unreadable, corrupt, foreign or a symlink: ignored, and replaced on the next write.
+    Ignored(String),
+    Found(State),
+}
+
+impl Loaded {
+    pub fn state(&self) -> State {
+        match self {
+            Loaded::Found(s) => s.clone(),
+            _ => State { format: FORMAT, ..State::default() },
+        }
+    }
+}
+
+pub fn load(paths: &Paths) -> Loaded {
+    let path = paths.state_file();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Loaded::Ignored("is a symlink".into()),
+        Err(e) => return Loaded::Ignored(format!("cannot open: {e}")),
+    };
+    match file.metadata() {
+        Ok(m) if !m.is_file() => return Loaded::Ignored("is not a regular file".into()),
+        Ok(m) if m.len() > MAX_BYTES => return Loaded::Ignored(format!("is {} bytes, too large", m.len())),
+        Ok(_) => {}
+        Err(e) => return Loaded::Ignored(format!("cannot stat: {e}")),
+    }
+    let mut text = String::new();
+    if let Err(e) = file.take(MAX_BYTES).read_to_string(&mut text) {
+        return Loaded::Ignored(format!("cannot read: {e}"));
+    }
+    parse(&text)
+}
+
+fn parse(text: &str) -> Loaded {
+    // The format is checked first so a future layout reads as foreign, not as corrupt.
+    let format = serde_json::from_str::<serde_json::Value>(text).map(|v| v.get("format").and_then(|f| f.as_u64()));
+    match format {
+        Err(e) => Loaded::Ignored(format!("corrupt: {e}")),
+        Ok(Some(f)) if f == u64::from(FORMAT) => match serde_json::from_str::<State>(text) {
+            Ok(s) => Loaded::Found(s),
+            Err(e) => Loaded::Ignored(format!("corrupt: {e}")),
+        },
+        Ok(other) => Loaded::Ignored(format!("foreign format {other:?}, expected {FORMAT}")),
+    }
+}
+
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `state` atomically. An unusable cache dir is logged once per process and returned as
+/// the error text: the tool works without a cache, only slower.
+pub fn store(paths: &Paths, state: &State) -> Result<(), String> {
+    let result = write_locked(paths, state);
+    if let Err(e) = &result {
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            log::warn!("not caching host state: {e}; detection runs on every call (run as root, or fix the directory)");
+        }
+    }
+    result
+}
+
+fn write_locked(paths: &Paths, state: &State) -> Result<(), String> {
+    let dir = paths.cache_dir();
+    ensure_dir(&dir)?;
+    let lock_path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    let _guard = Flock::lock(lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let final_path = paths.state_file();
+    let tmp = dir.join(format!(".state.json.{}", std::process::id()));
+    let text = serde_json::to_string_pretty(state).map_err(|e| format!("cannot encode state: {e}"))?;
+    // Left over by a crashed writer whose pid came back; we hold the lock, so it is no one's.
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(format!("{text}\n").as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &final_path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", final_path.display())
+    })
+}
+
+/// Creates the cache dir 0700 and refuses one that is a symlink or open to others: the hook
+/// runs as root and trusts what it reads back.
+fn ensure_dir(dir: &Path) -> Result<(), String> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    if !m.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!("{} is writable by group or others (chmod 700 it)", dir.display()));
+    }
+    Ok(())
+}
+
+/// Whether the cache dir could be written (for `check`), without writing.
+pub fn writable(paths: &Paths) -> Result<(), String> {
+    let dir = paths.cache_dir();
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(Path::new("/"));
+    nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| format!("{} is not writable: {}", existing.display(), e.desc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root(tag: &str) -> Paths {
+        let dir = std::env::temp_dir().join(format!("vph-cache-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Paths::new(dir)
+    }
+
+    fn sample(paths: &Paths) -> State {
+        let lib = paths.host("/usr/lib64/libvirt.so.0.9000.0");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, "").unwrap();
+        let results = crate::events::CATALOG.iter().map(|e| (e.name.to_string(), None)).collect();
+        State {
+            format: FORMAT,
+            version: Some(CachedVersion {
+                version: Version::new(9, 0, 0),
+                source: Source::Library,
+                identity: Identity::of(&lib).unwrap(),
+                path: lib,
+            }),
+            probe: Some(CachedProbe { boot_id: "b1".into(), results }),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_invalidation() {
+        let paths = fake_root("rt");
+        assert_eq!(load(&paths), Loaded::Missing);
+        let state = sample(&paths);
+        store(&paths, &state).unwrap();
+        let mode = std::fs::metadata(paths.cache_dir()).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let Loaded::Found(got) = load(&paths) else { panic!("not found") };
+        assert_eq!(got, state);
+        let v = got.version.as_ref().unwrap();
+        assert_eq!(v.stale_reason(), None, "hit");
+        let p = got.probe.as_ref().unwrap();
+        assert_eq!(p.stale_reason(Some("b1")), None);
+        assert!(p.stale_reason(Some("b2")).unwrap().contains("rebooted"));
+        assert!(p.stale_reason(None).is_some());
+
+        // A package upgrade rewrites the file (identity changes), or removes it.
+        std::fs::write(&v.path, "new contents").unwrap();
+        assert!(v.stale_reason().unwrap().contains("changed"));
+        std::fs::remove_file(&v.path).unwrap();
+        assert!(v.stale_reason().unwrap().contains("gone"));
+        let _ = std::fs::remove_dir_all(paths.root());
+    }
+
+    #[test]
+    fn corrupt_foreign_and_symlinked_files_are_ignored_and_replaced() {
+        let paths = fake_root("bad");
+        let state = sample(&paths);
+        store(&paths, &state).unwrap();
+        let f = paths.state_file();
+        for (text, want) in [
+            ("{\"format\": 1, \"version\": ", "corrupt"),
+            ("", "corrupt"),
+            ("{\"format\": 99}", "foreign"),
+            ("[1,2]", "foreign"),
+            ("{\"format\": 1, \"version\": null, \"probe\": null, \"extra\": 1}", "corrupt"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            match load(&paths) {
+                Loaded::Ignored(why) => assert!(why.contains(want), "{text}: {why}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        store(&paths, &state).unwrap();
+        assert_eq!(load(&paths), Loaded::Found(state.clone()));
+
+        // A symlink at state.json is never read nor written through.
+        let target = paths.root().join("target.json");
+        std::fs::write(&target, "precious").unwrap();
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&target, &f).unwrap();
+        assert_eq!(load(&paths), Loaded::Ignored("is a symlink".into()));
+        store(&paths, &state).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        assert!(!std::fs::symlink_metadata(&f).unwrap().file_type().is_symlink());
+        assert_eq!(load(&paths), Loaded::Found(state));
+        let _ = std::fs::remove_dir_all(paths.root());
+    }
+
+    #[test]
+    fn unusable_dir_is_an_error_not_a_panic() {
+        let paths = fake_root("unw");
+        // A file where the cache dir should be.
+        std::fs::create_dir_all(paths.cache_dir().parent().unwrap()).unwrap();
+        std::fs::write(paths.cache_dir(), "").unwrap();
+        assert!(store(&paths, &State::default()).is_err());
+        assert!(matches!(load(&paths), Loaded::Missing | Loaded::Ignored(_)));
+        let _ = std::fs::remove_dir_all(paths.root());
+    }
+}

@@ -1,9 +1,14 @@
 //! What this host's libvirt and kernel support, turned into a plan: which configured events get
 //! added and which are dropped, and why.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cache::{self, CachedProbe, CachedVersion, Identity, Loaded, State};
 use crate::config::Config;
+use crate::detect::{self, Detected};
 use crate::events::{self, Event, PERF_FLOOR};
 use crate::paths::Paths;
+use crate::probe;
 use crate::version::Version;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,18 +59,164 @@ pub fn plan_with(
     plan
 }
 
-/// The plan for this host. Until version detection lands, only a pinned version is known.
-pub fn plan(_paths: &Paths, cfg: &Config) -> Plan {
-    match cfg.libvirt_version {
-        Some(v) => plan_with(cfg, Some(v), "config pin", None),
-        None => plan_with(cfg, None, "unknown", None),
-    }
+/// How much [`assess`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// For a rewrite: probe only when the config says `host_probe`; use the cache.
+    Plan,
+    /// For `events`/`check`: always probe (to show it); use the cache.
+    Report,
+    /// For `refresh` and the daemon hook: ignore the cache's contents, detect and probe anew.
+    Refresh,
+}
+
+/// What the cache was found as, and what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheReport {
+    /// `fresh`, `stale`, `missing`, `ignored` (corrupt, foreign, symlink), `unwritable` or
+    /// `unused` (version pinned and probe off: nothing to cache).
+    pub state: &'static str,
+    /// One line for humans: why stale/ignored/unwritable, and whether it was rewritten.
+    pub detail: String,
+}
+
+/// The plan plus everything behind it, for the reports.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub plan: Plan,
+    pub detected: Detected,
+    /// All 22 probe results, when the probe ran or came from the cache.
+    pub probe: Option<probe::Results>,
+    pub cache: CacheReport,
+}
+
+/// The plan for this host: version (pin, cache, library, daemon) and probe (cache or syscall).
+///
+/// Warm cost, with a fresh cache: read `state.json`, read `boot_id` (only with `host_probe`),
+/// `stat` the library file the version came from. No exec, no directory scan, no syscall probe.
+pub fn plan(paths: &Paths, cfg: &Config) -> Plan {
+    assess(paths, cfg, Mode::Plan).plan
 }
 
 /// Re-detect the version and re-probe the host, rewriting the cache (daemon hook, `refresh`).
-/// Until the cache exists there is nothing to refresh.
-pub fn refresh(_paths: &Paths, _cfg: &Config) -> crate::error::Result<()> {
+/// An unwritable cache is logged, not an error: the tool works without it.
+pub fn refresh(paths: &Paths, cfg: &Config) -> crate::error::Result<()> {
+    assess(paths, cfg, Mode::Refresh);
     Ok(())
+}
+
+static WARNED_UNKNOWN: AtomicBool = AtomicBool::new(false);
+
+pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
+    let want_probe = cfg.host_probe || mode != Mode::Plan;
+    if let (Some(v), false) = (cfg.libvirt_version, want_probe) {
+        // Nothing to detect, nothing to probe: leave the cache alone entirely.
+        let detected = Detected::pin(v);
+        let plan = plan_with(cfg, detected.version, &detected.describe(), None);
+        let cache = CacheReport { state: "unused", detail: "version pinned and host_probe off".into() };
+        return Assessment { plan, detected, probe: None, cache };
+    }
+    let loaded = cache::load(paths);
+    let old = loaded.state();
+    let mut state = old.clone();
+    let force = mode == Mode::Refresh;
+    let mut stale: Vec<String> = Vec::new();
+
+    let detected = match cfg.libvirt_version {
+        Some(v) => Detected::pin(v),
+        None => {
+            let cached = state.version.as_ref().filter(|_| !force).map(|c| (c, c.stale_reason()));
+            match cached {
+                Some((c, None)) => Detected { version: Some(c.version), source: c.source, path: Some(c.path.clone()) },
+                other => {
+                    stale.extend(other.and_then(|(_, why)| why));
+                    let d = detect::detect(paths);
+                    state.version = cache_entry(&d);
+                    d
+                }
+            }
+        }
+    };
+    if detected.version.is_none() && !WARNED_UNKNOWN.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "libvirt version unknown (no libvirt.so.0.* in the library dirs, no working virtqemud/libvirtd --version); \
+             adding no events (set \"libvirt_version\" in the config)"
+        );
+    }
+
+    let probe = want_probe.then(|| {
+        let boot = cache::boot_id(paths);
+        let cached = state.probe.as_ref().filter(|_| !force).map(|c| (c, c.stale_reason(boot.as_deref())));
+        match cached {
+            Some((c, None)) => c.results.clone(),
+            other => {
+                stale.extend(other.and_then(|(_, why)| why));
+                let results = probe::probe_all(paths);
+                // Without a boot id the probe cannot be keyed, so it is not kept.
+                state.probe = boot.map(|boot_id| CachedProbe { boot_id, results: results.clone() });
+                results
+            }
+        }
+    });
+
+    let cache = cache_report(paths, &loaded, &old, &state, &stale, force);
+    let lookup = |ev: &Event| probe_result(probe.as_ref(), ev.name);
+    let use_probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&lookup) } else { None };
+    let plan = plan_with(cfg, detected.version, &detected.describe(), use_probe);
+    Assessment { plan, detected, probe, cache }
+}
+
+/// One event's probe result; an event missing from the results counts as not openable.
+pub fn probe_result(results: Option<&probe::Results>, name: &str) -> ProbeResult {
+    match results.and_then(|r| r.get(name)) {
+        Some(None) => Ok(()),
+        Some(Some(why)) => Err(why.clone()),
+        None => Err("not probed".to_string()),
+    }
+}
+
+/// A detected (not pinned, not unknown) version with its source's identity.
+fn cache_entry(d: &Detected) -> Option<CachedVersion> {
+    let path = d.path.clone()?;
+    let identity = Identity::of(&path)?;
+    Some(CachedVersion { version: d.version?, source: d.source, path, identity })
+}
+
+/// Writes the state when it changed (or was unreadable) and says what the cache was and is.
+fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale: &[String], force: bool) -> CacheReport {
+    let (state, why) = match loaded {
+        Loaded::Missing => ("missing", String::new()),
+        Loaded::Ignored(why) => ("ignored", why.clone()),
+        Loaded::Found(_) if force => ("stale", "refresh requested".to_string()),
+        Loaded::Found(_) if !stale.is_empty() => ("stale", stale.join("; ")),
+        Loaded::Found(_) => ("fresh", String::new()),
+    };
+    let must_write = new != old || !matches!(loaded, Loaded::Found(_)) || force;
+    let written = if must_write && (new.version.is_some() || new.probe.is_some() || force) {
+        Some(cache::store(paths, new))
+    } else {
+        None
+    };
+    let mut detail = why;
+    let mut push = |s: &str| {
+        if !detail.is_empty() {
+            detail.push_str("; ");
+        }
+        detail.push_str(s);
+    };
+    match written {
+        Some(Ok(())) => push(if state == "missing" { "written" } else { "rewritten" }),
+        Some(Err(e)) => {
+            push(&e);
+            return CacheReport { state: "unwritable", detail };
+        }
+        None if state != "fresh" => push("nothing to cache yet"),
+        None => {}
+    }
+    if state != "fresh" {
+        log::info!("cache {}: {state} ({detail})", paths.state_file().display());
+    }
+    CacheReport { state, detail }
 }
 
 #[cfg(test)]

@@ -1,16 +1,343 @@
-//! The `events`, `check` and `refresh` commands (in progress).
+//! The `events`, `check` and `refresh` commands: what this host supports, whether the setup
+//! works, and rebuilding the cache. None of them connects to libvirt.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use crate::cli::Ctx;
-use crate::error::{Error, Result};
+use crate::config::Config;
+use crate::error::{exit, Error, Result};
+use crate::events::{Kind, CATALOG, PERF_FLOOR};
+use crate::host::{self, Assessment, Mode};
+use crate::paths::Paths;
+use crate::version::Version;
 
-pub fn events(_ctx: &Ctx, _json: bool) -> Result<i32> {
-    Err(Error::Other("events: not implemented yet".into()))
+/// The config, or the defaults with a note on stderr: `events` and `refresh` are useful before
+/// any config exists (packaging runs `refresh` at install time).
+fn config_or_default(ctx: &Ctx, what: &str) -> Config {
+    ctx.load_config().unwrap_or_else(|e| {
+        eprintln!("virt-perf-hook: note: {e}; {what}");
+        Config::default()
+    })
 }
 
-pub fn check(_ctx: &Ctx, _json: bool) -> Result<i32> {
-    Err(Error::Other("check: not implemented yet".into()))
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
-pub fn refresh(_ctx: &Ctx) -> Result<i32> {
-    Err(Error::Other("refresh: not implemented yet".into()))
+#[derive(Debug, serde::Serialize)]
+struct EventRow {
+    name: &'static str,
+    since: Version,
+    kind: Kind,
+    /// Whether this libvirt accepts it; `None` when the version is unknown.
+    libvirt: Option<bool>,
+    /// Whether this host can open it (the probe always runs for this report).
+    host: bool,
+    host_reason: Option<String>,
+    configured: bool,
+}
+
+fn event_rows(cfg: &Config, a: &Assessment) -> Vec<EventRow> {
+    CATALOG
+        .iter()
+        .map(|ev| {
+            let reason = host::probe_result(a.probe.as_ref(), ev.name).err();
+            EventRow {
+                name: ev.name,
+                since: ev.since,
+                kind: ev.kind,
+                libvirt: a.detected.version.map(|v| v >= PERF_FLOOR && v >= ev.since),
+                host: reason.is_none(),
+                host_reason: reason,
+                configured: cfg.enabled_perf_events.contains(&ev.name),
+            }
+        })
+        .collect()
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
+    let cfg = config_or_default(ctx, "showing configured = no for all events");
+    let a = host::assess(&ctx.paths, &cfg, Mode::Report);
+    let rows = event_rows(&cfg, &a);
+    if json {
+        print_json(&rows)?;
+        return Ok(exit::OK);
+    }
+    println!("libvirt {} ({})", a.detected.version.map_or("unknown".to_string(), |v| v.to_string()), a.detected.describe());
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            let host = match &r.host_reason {
+                None => "yes".to_string(),
+                Some(why) => format!("no ({why})"),
+            };
+            let libvirt = r.libvirt.map_or("unknown", yes_no);
+            [r.name.to_string(), r.since.to_string(), libvirt.to_string(), yes_no(r.configured).to_string(), host]
+        })
+        .collect();
+    let header = ["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"].map(String::from);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&table) {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&table) {
+        let mut line = String::new();
+        for (w, cell) in widths.iter().zip(row.iter()) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        line.push_str(&row[4]);
+        println!("{line}");
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Item {
+    /// `ok`, `problem` (makes `check` exit non-zero) or `note`.
+    status: &'static str,
+    what: &'static str,
+    message: String,
+}
+
+#[derive(Default)]
+struct Items(Vec<Item>);
+
+impl Items {
+    fn ok(&mut self, what: &'static str, message: String) {
+        self.0.push(Item { status: "ok", what, message });
+    }
+    fn problem(&mut self, what: &'static str, message: String) {
+        self.0.push(Item { status: "problem", what, message });
+    }
+    fn note(&mut self, what: &'static str, message: String) {
+        self.0.push(Item { status: "note", what, message });
+    }
+    fn any_problem(&self) -> bool {
+        self.0.iter().any(|i| i.status == "problem")
+    }
+}
+
+/// `check`: exit 0 when all is well, 1 when something needs fixing, 3 when the config is bad
+/// (the CLI's config-error code; the rest of the report is still printed, with defaults).
+pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
+    let mut items = Items::default();
+    let (cfg, config_ok) = match ctx.load_config() {
+        Ok(cfg) => {
+            let n = cfg.enabled_perf_events.len();
+            let msg = if n == 0 {
+                "valid; no events configured, so the tool changes nothing".to_string()
+            } else {
+                format!("valid; {n} events configured: {}", cfg.enabled_perf_events.join(", "))
+            };
+            items.ok("config", format!("config {}: {msg}", ctx.config_path.display()));
+            (cfg, true)
+        }
+        Err(e) => {
+            items.problem("config", e.to_string());
+            (Config::default(), false)
+        }
+    };
+    let a = host::assess(&ctx.paths, &cfg, Mode::Plan);
+    match a.detected.version {
+        Some(v) => items.ok("version", format!("libvirt {v} (from {})", a.detected.describe())),
+        None => items.problem(
+            "version",
+            "libvirt version unknown: no libvirt.so.0.* in the library dirs and no working virtqemud/libvirtd \
+             --version (install libvirt or set \"libvirt_version\" in the config)"
+                .to_string(),
+        ),
+    }
+    let cache_msg = format!("cache {}: {}", ctx.paths.state_file().display(), a.cache.state);
+    let cache_msg = if a.cache.detail.is_empty() { cache_msg } else { format!("{cache_msg} ({})", a.cache.detail) };
+    match a.cache.state {
+        // The tool works without a cache; it only detects on every call.
+        "unwritable" => items.note("cache", cache_msg),
+        _ => items.ok("cache", cache_msg),
+    }
+    if !cfg.host_probe {
+        items.note("probe", "host_probe is off: events are not checked against this host".to_string());
+    }
+    for ev in &a.plan.add {
+        items.ok("event", format!("will add {ev}"));
+    }
+    for d in &a.plan.dropped {
+        items.problem("event", format!("will drop {}: {}", d.event, d.reason));
+    }
+    let hooks = check_hooks(&ctx.paths, &mut items);
+    check_daemon(&ctx.paths, hooks, &mut items);
+
+    let code = if !config_ok {
+        exit::CONFIG
+    } else if items.any_problem() {
+        exit::FAILURE
+    } else {
+        exit::OK
+    };
+    if json {
+        print_json(&serde_json::json!({
+            "ok": code == exit::OK,
+            "exit": code,
+            "config": ctx.config_path,
+            "version": a.plan.version,
+            "version_source": a.plan.version_source,
+            "cache": a.cache,
+            "add": a.plan.add,
+            "dropped": a.plan.dropped,
+            "items": items.0,
+        }))?;
+    } else {
+        for i in &items.0 {
+            println!("{:<8} {}", i.status, i.message);
+        }
+        println!("{}", if code == exit::OK { "all well" } else { "problems found" });
+    }
+    Ok(code)
+}
+
+/// The hook files libvirt runs; returns when the newest was installed, if all are.
+fn check_hooks(paths: &Paths, items: &mut Items) -> Option<f64> {
+    let mut newest: Option<f64> = Some(0.0);
+    for sub in ["qemu.d", "daemon.d"] {
+        let path = paths.hooks_dir().join(sub).join("virt-perf-hook");
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.mode() & 0o111 != 0 => {
+                items.ok("hook", format!("hook {}: installed", path.display()));
+                let installed = secs(m.ctime(), m.ctime_nsec()).max(secs(m.mtime(), m.mtime_nsec()));
+                newest = newest.map(|n| n.max(installed));
+            }
+            Ok(m) if m.is_file() => {
+                items.problem("hook", format!("hook {}: not executable (chmod 755 {})", path.display(), path.display()));
+                newest = None;
+            }
+            Ok(_) => {
+                items.problem("hook", format!("hook {}: not a regular file (reinstall the package)", path.display()));
+                newest = None;
+            }
+            Err(e) => {
+                let why = if e.kind() == std::io::ErrorKind::NotFound { "missing".to_string() } else { e.to_string() };
+                items.problem(
+                    "hook",
+                    format!("hook {}: {why} (install the package's hooks/{sub}/virt-perf-hook there, mode 0755)", path.display()),
+                );
+                newest = None;
+            }
+        }
+    }
+    newest
+}
+
+fn secs(s: i64, ns: i64) -> f64 {
+    s as f64 + ns as f64 / 1e9
+}
+
+/// libvirt finds hooks only when the daemon starts (or on SIGHUP), so a daemon older than the
+/// hooks does not run them yet.
+fn check_daemon(paths: &Paths, hooks_installed: Option<f64>, items: &mut Items) {
+    let mut running = false;
+    for name in ["virtqemud", "libvirtd"] {
+        let pidfile = paths.host(&format!("/run/{name}.pid"));
+        let Ok(text) = std::fs::read_to_string(&pidfile) else { continue };
+        let Ok(pid) = text.trim().parse::<u32>() else {
+            items.note("daemon", format!("{}: no pid in it; ignoring it", pidfile.display()));
+            continue;
+        };
+        let Some(started) = process_start(paths, pid) else {
+            items.note("daemon", format!("{name}: {} names pid {pid}, which is not running", pidfile.display()));
+            continue;
+        };
+        running = true;
+        let Some(installed) = hooks_installed else { continue };
+        // btime has whole seconds, so the computed start may be up to 1 s early.
+        if started + 1.0 <= installed {
+            items.problem(
+                "daemon",
+                format!(
+                    "{name} (pid {pid}) started before the hooks were installed: restart libvirtd/virtqemud \
+                     (or send SIGHUP) so it finds the hook"
+                ),
+            );
+        } else {
+            items.ok("daemon", format!("{name} (pid {pid}) started after the hooks were installed"));
+        }
+    }
+    if !running {
+        items.note("daemon", "no libvirt daemon running (no live /run/virtqemud.pid or /run/libvirtd.pid)".to_string());
+    }
+}
+
+/// Start of `pid` in seconds since the epoch: boot time + `/proc/<pid>/stat` starttime.
+fn process_start(paths: &Paths, pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(paths.host(&format!("/proc/{pid}/stat"))).ok()?;
+    let btime = read_btime(&paths.host("/proc/stat"))?;
+    let ticks = parse_starttime(&stat)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|&h| h > 0).unwrap_or(100);
+    Some(btime as f64 + ticks as f64 / hz as f64)
+}
+
+/// Field 22 of `/proc/<pid>/stat`; the command name (field 2) may hold spaces and parentheses,
+/// so fields are counted after its last `)`.
+fn parse_starttime(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn read_btime(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// `refresh`: re-detect, re-probe, rewrite the cache and say what was found. It succeeds
+/// without a config and with an unknown version: packaging runs it at install time.
+pub fn refresh(ctx: &Ctx) -> Result<i32> {
+    let cfg = config_or_default(ctx, "detecting with the defaults");
+    let a = host::assess(&ctx.paths, &cfg, Mode::Refresh);
+    match a.detected.version {
+        Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),
+        None => println!("libvirt: unknown (no libvirt library or daemon found; nothing will be added)"),
+    }
+    if let Some(results) = &a.probe {
+        let open: Vec<&str> = results.iter().filter(|(_, r)| r.is_none()).map(|(n, _)| n.as_str()).collect();
+        println!("host: {} of {} events openable", open.len(), results.len());
+        // Catalog order, grouped by reason: one line per reason, not 13 identical lines.
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for ev in CATALOG.iter() {
+            let Some(Some(why)) = results.get(ev.name) else { continue };
+            match groups.iter_mut().find(|(w, _)| w == why) {
+                Some((_, names)) => names.push(ev.name),
+                None => groups.push((why, vec![ev.name])),
+            }
+        }
+        for (why, names) in groups {
+            println!("host: not openable ({why}): {}", names.join(", "));
+        }
+    }
+    let state_file: PathBuf = ctx.paths.state_file();
+    println!("cache: {} {} ({})", state_file.display(), a.cache.state, a.cache.detail);
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starttime_after_odd_comm() {
+        let stat = "1234 (lib virt) d)) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 17 0 4242 1000 10";
+        assert_eq!(parse_starttime(stat), Some(4242));
+        assert_eq!(parse_starttime("garbage"), None);
+        assert_eq!(parse_starttime("1 (x) S 1"), None);
+    }
 }
