@@ -41,8 +41,7 @@ pub fn filter(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>) -> R
     let domain = domain.or(doc.name()).unwrap_or_default().to_string();
     if !cfg.domains.selects(&domain) {
         log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
-        let plan = Plan { version: None, version_source: String::new(), add: Vec::new(), dropped: Vec::new() };
-        return Ok(Filtered { domain, outcome: None, plan });
+        return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
     }
     let plan = host::plan(paths, cfg);
     for d in &plan.dropped {

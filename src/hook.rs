@@ -54,10 +54,17 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     let domain = args.first().map(String::as_str).unwrap_or("-");
     let cfg = Config::load(&config_path);
     let on_error = cfg.as_ref().map(|c| c.on_error).unwrap_or(OnError::Pass);
-    let result = cfg.and_then(|cfg| match kind {
-        Kind::Qemu => qemu_rewrite(&paths, &cfg, domain, op),
-        Kind::Daemon => host::refresh(&paths, &cfg).map(|()| log::info!("daemon {op}: cache refreshed")),
-    });
+    let result = match kind {
+        Kind::Qemu => cfg.and_then(|cfg| qemu_rewrite(&paths, &cfg, domain, op)),
+        // The version and probe do not depend on the config: refresh them even without one.
+        Kind::Daemon => {
+            if let Err(e) = &cfg {
+                log::warn!("daemon {op}: {e}; refreshing the cache anyway");
+            }
+            let cfg = cfg.unwrap_or_default();
+            host::refresh(&paths, &cfg).map(|()| log::info!("daemon {op}: cache refreshed"))
+        }
+    };
     match result {
         Ok(()) => exit::OK,
         // The daemon hook only refreshes a cache; failing it would gain nothing.

@@ -17,7 +17,7 @@ pub struct Dropped {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
     /// The libvirt version the plan was made for, if known.
     pub version: Option<Version>,
