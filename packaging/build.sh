@@ -1,0 +1,137 @@
+#!/bin/sh
+# Builds the distro packages of virt-perf-hook into target/packages/:
+#
+#     packaging/build.sh            # both: virt-perf-hook_<v>-1_<arch>.deb and virt-perf-hook-<v>-1.<arch>.rpm
+#     packaging/build.sh deb|rpm    # one of them
+#
+# Needs cargo, and for the .deb dpkg-deb + dpkg-shlibdeps (apt: dpkg-dev), for the .rpm rpmbuild
+# (apt: rpm; dnf: rpm-build). No cargo plugins: the binary comes from `cargo build --release`,
+# the rest is a staged tree (packaging/ holds every other file) packed by dpkg-deb and rpmbuild.
+# Prints the paths of the packages it wrote, one a line, on stdout; everything else on stderr.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+out="$top/target/packages"
+formats=${1:-all}
+case "$formats" in
+    all) formats="deb rpm" ;;
+    deb|rpm) ;;
+    *) echo "usage: $0 [all|deb|rpm]" >&2; exit 2 ;;
+esac
+
+say() { echo "build.sh: $*" >&2; }
+need() {
+    command -v "$1" >/dev/null 2>&1 || { say "$1 not found; install $2"; exit 1; }
+}
+cargo=${CARGO:-cargo}  # cargo test sets CARGO
+need "$cargo" "a Rust toolchain (https://rustup.rs)"
+for f in $formats; do
+    case "$f" in
+        deb) need dpkg-deb dpkg-dev; need dpkg-shlibdeps dpkg-dev ;;
+        rpm) need rpmbuild "rpm (Debian) or rpm-build (Fedora/RHEL)" ;;
+    esac
+done
+
+version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$top/Cargo.toml" | head -n 1)
+[ -n "$version" ] || { say "no version in Cargo.toml"; exit 1; }
+release=1
+deb_version="$version-$release"
+# The Debian changelog's newest entry must describe this version (lintian and dpkg read it).
+if ! head -n 1 "$here/changelog" | grep -q "^virt-perf-hook ($deb_version) "; then
+    say "packaging/changelog's first entry is not $deb_version; add an entry for the new version"
+    exit 1
+fi
+
+say "cargo build --release"
+(cd "$top" && "$cargo" build --release --quiet) >&2
+# target/ unless CARGO_TARGET_DIR or a cargo config moves it.
+target_dir=$(cd "$top" && "$cargo" metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+bin="${target_dir:-$top/target}/release/virt-perf-hook"
+
+# A private scratch tree, so concurrent runs (the deb and rpm tests) do not trip over each other.
+mkdir -p "$out"
+build=$(mktemp -d "$out/.build.XXXXXX")
+trap 'rm -rf "$build"' EXIT
+trap 'exit 1' HUP INT TERM
+umask 022
+
+# The tree both formats install (docs and the cache dir are added per format).
+stage="$build/stage"
+install -D -m 0755 "$bin" "$stage/usr/bin/virt-perf-hook"
+# What dh_strip does; Rust release binaries keep std's symbols otherwise.
+if command -v strip >/dev/null 2>&1; then
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$stage/usr/bin/virt-perf-hook"
+else
+    say "strip not found (binutils); the binary keeps its symbols"
+fi
+for kind in qemu daemon; do
+    install -D -m 0755 "$top/hooks/$kind.d/virt-perf-hook" "$stage/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook"
+    # The libvirt hook entry: a package-owned symlink, removed on package removal (see deb/postinst).
+    mkdir -p "$stage/etc/libvirt/hooks/$kind.d"
+    ln -s "/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" "$stage/etc/libvirt/hooks/$kind.d/virt-perf-hook"
+done
+install -D -m 0755 "$here/post-install" "$stage/usr/lib/virt-perf-hook/post-install"
+install -D -m 0644 "$here/config.json" "$stage/etc/virt-perf-hook/config.json"
+mkdir -p "$stage/usr/share/man/man1"
+sed "1,5s/\"virt-perf-hook [0-9][^\"]*\"/\"virt-perf-hook $version\"/" "$here/virt-perf-hook.1" \
+    | gzip -9n >"$stage/usr/share/man/man1/virt-perf-hook.1.gz"
+chmod 0644 "$stage/usr/share/man/man1/virt-perf-hook.1.gz"
+docs="$build/docs"
+install -D -m 0644 "$top/README.md" "$docs/README.md"
+install -D -m 0644 "$here/copyright" "$docs/copyright"
+
+build_deb() {
+    arch=$(dpkg --print-architecture)
+    # dpkg-shlibdeps wants a source tree: debian/control and the package dir under debian/.
+    src="$build/deb-src"
+    root="$src/debian/virt-perf-hook"
+    mkdir -p "$src/debian"
+    printf 'Source: virt-perf-hook\n\nPackage: virt-perf-hook\nArchitecture: any\n' >"$src/debian/control"
+    cp -a "$stage" "$root"
+    doc="$root/usr/share/doc/virt-perf-hook"
+    install -D -m 0644 "$docs/copyright" "$doc/copyright"
+    gzip -9nc "$docs/README.md" >"$doc/README.md.gz"
+    gzip -9nc "$here/changelog" >"$doc/changelog.Debian.gz"
+    chmod 0644 "$doc/README.md.gz" "$doc/changelog.Debian.gz"
+
+    depends=$(cd "$src" && dpkg-shlibdeps -O -e debian/virt-perf-hook/usr/bin/virt-perf-hook 2>/dev/null \
+        | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$depends" ] || { say "dpkg-shlibdeps found no dependencies"; exit 1; }
+
+    mkdir -p "$root/DEBIAN"
+    install -m 0755 "$here/deb/postinst" "$here/deb/postrm" "$root/DEBIAN/"
+    echo /etc/virt-perf-hook/config.json >"$root/DEBIAN/conffiles"
+    (cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's|^\./||' \
+        | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"
+    size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+    maintainer=$(sed -n 's/^ -- \(.*>\)  .*/\1/p' "$here/changelog" | head -n 1)
+    sed -e "s|@DEB_VERSION@|$deb_version|" -e "s|@DEB_ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
+        -e "s|@INSTALLED_SIZE@|$size|" -e "s|@DEPENDS@|$depends|" "$here/deb/control.in" >"$root/DEBIAN/control"
+    chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"
+
+    deb="$out/virt-perf-hook_${deb_version}_$arch.deb"
+    rm -f "$deb"
+    dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
+    echo "$deb"
+}
+
+build_rpm() {
+    top_rpm="$build/rpmbuild"
+    mkdir -p "$top_rpm"
+    rpmbuild -bb --quiet \
+        --define "_topdir $top_rpm" \
+        --define "_rpmdir $out" \
+        --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
+        --define "pkg_version $version" \
+        --define "stage $stage" \
+        --define "stage_docs $docs" \
+        "$here/rpm/virt-perf-hook.spec" >&2
+    ls "$out"/virt-perf-hook-"$version"-"$release"*.rpm
+}
+
+for f in $formats; do
+    say "building .$f"
+    "build_$f"
+done

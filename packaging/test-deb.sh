@@ -1,0 +1,168 @@
+#!/bin/sh
+# Builds the .deb (packaging/build.sh deb), lints it, installs it on this machine, checks the
+# installed files and the program, then removes and purges it, checking what each step leaves.
+#     packaging/test-deb.sh [--no-build]     (--no-build: test the newest target/packages/*.deb)
+# Run as root (CI does). Skips (exit 0, printing why) when not root, without dpkg, or when the
+# package, its binary or its hook entries are already on this machine (it never touches an
+# installation it did not make). Whatever happens, it leaves the package purged (trap).
+#
+# Other tests that install into /etc/libvirt/hooks or /usr/bin hold the same lock:
+#     flock /run/lock/virt-perf-hook-system-test.lock ...
+set -u
+. "$(dirname "$0")/test-lib.sh"
+[ "${1:-}" = --no-build ] && no_build=1
+
+[ "$(id -u)" = 0 ] || skip "needs root (it installs the package with dpkg)"
+for tool in dpkg dpkg-deb; do
+    command -v "$tool" >/dev/null 2>&1 || skip "$tool not found (not a Debian-based system)"
+done
+
+# One system test at a time: the hook end-to-end test also installs into /etc/libvirt/hooks.
+lock=/run/lock/virt-perf-hook-system-test.lock
+[ -d /run/lock ] || lock=/tmp/virt-perf-hook-system-test.lock
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$lock"
+    flock -w 300 9 || skip "could not take $lock within 300 s"
+fi
+
+entries="/etc/libvirt/hooks/qemu.d/virt-perf-hook /etc/libvirt/hooks/daemon.d/virt-perf-hook"
+if dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null | grep -qv '^not-installed$'; then
+    skip "virt-perf-hook is already installed here; not touching it"
+fi
+for f in /usr/bin/virt-perf-hook /etc/virt-perf-hook $entries; do
+    if [ -e "$f" ] || [ -L "$f" ]; then skip "$f exists (a manual install or another test); not touching it"; fi
+done
+# dpkg removes the package's directories qemu.d/ and daemon.d/ on remove when they are empty, even
+# if they were there before; cleanup puts them back.
+dirs_before=""
+for d in /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
+
+scratch=$(mktemp -d)
+cleanup() {
+    if dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null | grep -qv '^not-installed$'; then
+        echo "$name: cleanup: purging virt-perf-hook"
+        dpkg -P virt-perf-hook >/dev/null 2>&1 || echo "$name: cleanup: dpkg -P failed" >&2
+    fi
+    rm -rf "$scratch"
+    # Give back the (empty) hook directories that were here before.
+    for d in $dirs_before; do [ -d "$d" ] || install -d -m 0755 "$d"; done
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM
+
+lintian_ok() {
+    command -v lintian >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || return 1
+    note "lintian not found; installing it (add it to .ci/run)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 &&
+          DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null 2>&1; }
+}
+mode() { stat -c '%a %U:%G' "$1" 2>/dev/null || echo missing; }
+status() { dpkg-query -W -f '${Status}' virt-perf-hook 2>/dev/null || echo "not-installed"; }
+vph() { env -u VIRT_PERF_HOOK_CONFIG -u VIRT_PERF_HOOK_ROOT -u RUST_LOG /usr/bin/virt-perf-hook "$@"; }
+
+deb=$(package deb) && [ -f "$deb" ] || { echo "FAIL $name: no .deb built" >&2; exit 1; }
+note "testing $deb"
+
+# --- lintian -------------------------------------------------------------------------------
+if lintian_ok; then
+    # Errors fail the test; warnings are shown. initial-upload-closes-no-bugs is about the Debian
+    # archive (an ITP bug), which this package is not uploaded to.
+    if lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs "$deb"; then
+        echo "ok   lintian: no errors"
+    else
+        fail "lintian reports errors"
+    fi
+else
+    fail "lintian not found and could not be installed (apt-get install lintian)"
+fi
+
+# --- install -------------------------------------------------------------------------------
+if ! dpkg -i --force-confdef --force-confold "$deb"; then
+    echo "FAIL $name: dpkg -i failed" >&2
+    exit 1
+fi
+same "$(status)" "install ok installed" "dpkg -i: installed"
+same "$(mode /usr/bin/virt-perf-hook)" "755 root:root" "binary /usr/bin/virt-perf-hook 0755 root:root"
+for kind in qemu daemon; do
+    entry=/etc/libvirt/hooks/$kind.d/virt-perf-hook
+    same "$(readlink "$entry")" "/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" "$entry is the package's symlink"
+    same "$(stat -L -c '%a %U:%G' "$entry" 2>/dev/null)" "755 root:root" "$entry resolves to a 0755 root:root script"
+    same "$(dpkg -S "$entry" 2>/dev/null)" "virt-perf-hook: $entry" "dpkg owns $entry"
+    cmp -s "$entry" "$top/hooks/$kind.d/virt-perf-hook" && echo "ok   $entry is hooks/$kind.d/virt-perf-hook" ||
+        fail "$entry differs from hooks/$kind.d/virt-perf-hook"
+done
+same "$(mode /etc/virt-perf-hook/config.json)" "644 root:root" "config 0644 root:root"
+same "$(cat /var/lib/dpkg/info/virt-perf-hook.conffiles 2>/dev/null)" "/etc/virt-perf-hook/config.json" \
+    "config.json is the only conffile"
+same "$(mode /var/cache/virt-perf-hook)" "700 root:root" "cache dir 0700 root:root"
+check "copyright and changelog.Debian.gz installed" \
+    test -f /usr/share/doc/virt-perf-hook/copyright -a -f /usr/share/doc/virt-perf-hook/changelog.Debian.gz
+man=/usr/share/man/man1/virt-perf-hook.1.gz
+check "man page installed gzipped" gzip -t "$man"
+if command -v groff >/dev/null 2>&1; then
+    warnings=$(zcat "$man" | LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z 2>&1)
+    same "$warnings" "" "man page renders without groff warnings"
+fi
+has "$(vph --version)" "virt-perf-hook " "virt-perf-hook --version"
+
+# 'check' may exit non-zero while features are still landing: it must run and say something.
+out=$(vph check 2>&1); rc=$?
+printf '%s\n' "$out" | sed 's/^/    check: /'
+check "virt-perf-hook check runs (exit $rc) and prints something" test -n "$out" -a "$rc" -lt 126
+
+xml='<domain type="kvm">
+  <name>pkg-test</name>
+  <memory unit="KiB">1048576</memory>
+  <os><type arch="x86_64">hvm</type></os>
+  <devices/>
+</domain>
+'
+printf '%s' "$xml" >"$scratch/in.xml"
+vph filter "$scratch/in.xml" >"$scratch/out.xml" 2>"$scratch/err"; rc=$?
+cat "$scratch/err"
+same "$rc" 0 "filter with the shipped config exits 0"
+check "filter with the shipped config (no events) leaves the XML unchanged" cmp -s "$scratch/in.xml" "$scratch/out.xml"
+
+# The installed hook entries, called as libvirt calls them.
+for op in "start begin" "restore begin" "migrate begin"; do
+    # shellcheck disable=SC2086
+    /etc/libvirt/hooks/qemu.d/virt-perf-hook pkg-test $op - <"$scratch/in.xml" >"$scratch/hook.out" 2>"$scratch/err"; rc=$?
+    same "$rc" 0 "qemu.d entry '$op' exits 0"
+    same "$(cat "$scratch/hook.out")" "" "qemu.d entry '$op' prints nothing (XML unchanged)"
+done
+/etc/libvirt/hooks/daemon.d/virt-perf-hook - start - start </dev/null; rc=$?
+same "$rc" 0 "daemon.d entry 'start' exits 0"
+
+# Reinstall (the upgrade path): an operator's config survives.
+printf '{\n  "enabled_perf_events": [],\n  "on_error": "pass"\n}\n' >/etc/virt-perf-hook/config.json
+if dpkg -i --force-confdef --force-confold "$deb" >"$scratch/reinstall" 2>&1; then
+    echo "ok   reinstall (upgrade path) succeeds"
+else
+    cat "$scratch/reinstall"; fail "reinstall failed"
+fi
+has "$(cat /etc/virt-perf-hook/config.json)" '"on_error": "pass"' "reinstall keeps the operator's config"
+
+# --- remove --------------------------------------------------------------------------------
+check "dpkg -r succeeds" dpkg -r virt-perf-hook
+same "$(status)" "deinstall ok config-files" "dpkg -r: config-files state"
+check "binary gone after remove" test ! -e /usr/bin/virt-perf-hook
+for entry in $entries; do
+    check "$entry gone after remove" test ! -e "$entry" -a ! -L "$entry"
+done
+# Only what the package owns: other tests may add their own entries meanwhile.
+same "$(find /etc/libvirt/hooks \( -name virt-perf-hook -o -lname '*/virt-perf-hook/*' \) 2>/dev/null)" "" \
+    "nothing of the package left in /etc/libvirt/hooks"
+check "/usr/lib/virt-perf-hook gone after remove" test ! -e /usr/lib/virt-perf-hook
+check "config kept after remove (conffile)" test -f /etc/virt-perf-hook/config.json
+
+# --- purge ---------------------------------------------------------------------------------
+check "dpkg -P succeeds" dpkg -P virt-perf-hook
+same "$(dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null || echo not-installed)" "not-installed" \
+    "dpkg -P: not installed"
+check "/etc/virt-perf-hook gone after purge" test ! -e /etc/virt-perf-hook
+check "cache dir gone after purge" test ! -e /var/cache/virt-perf-hook
+check "man page gone" test ! -e "$man"
+
+finish

@@ -1,0 +1,37 @@
+# Shared helpers for packaging/test-deb.sh and packaging/test-rpm.sh (sourced, not run).
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+name=$(basename "$0")
+failures=0
+
+skip() { echo "SKIP $name: $*"; exit 0; }
+note() { echo "$name: $*"; }
+fail() { echo "FAIL $name: $*" >&2; failures=$((failures + 1)); }
+# check DESCRIPTION COMMAND...: runs COMMAND, counts a failure when it fails.
+check() {
+    what=$1; shift
+    if "$@"; then echo "ok   $what"; else fail "$what"; fi
+}
+# same ACTUAL EXPECTED DESCRIPTION
+same() {
+    if [ "$1" = "$2" ]; then echo "ok   $3"; else fail "$3: got '$1', want '$2'"; fi
+}
+# has TEXT FIXED-STRING DESCRIPTION / lacks ...: whether TEXT contains a line with the string.
+has() {
+    if printf '%s\n' "$1" | grep -qF -- "$2"; then echo "ok   $3"; else fail "$3: no '$2' in the output above"; fi
+}
+lacks() {
+    if printf '%s\n' "$1" | grep -qF -- "$2"; then fail "$3: '$2' is there"; else echo "ok   $3"; fi
+}
+# The package built by build.sh for FORMAT (deb|rpm): built now unless --no-build is given.
+package() {
+    if [ "${no_build:-}" = 1 ]; then
+        ls -t "$top"/target/packages/*."$1" 2>/dev/null | head -n 1
+    else
+        "$here/build.sh" "$1" | tail -n 1
+    fi
+}
+finish() {
+    if [ "$failures" -gt 0 ]; then echo "FAIL $name: $failures check(s) failed" >&2; exit 1; fi
+    echo "PASS $name"
+}

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Builds the .rpm (packaging/build.sh rpm) and checks its contents, modes, config files,
+# scriptlets and dependencies with rpm -qp. Installs nothing; needs no root.
+#     packaging/test-rpm.sh [--no-build]     (--no-build: test the newest target/packages/*.rpm)
+# Skips (exit 0, printing why) when rpmbuild or rpm is missing.
+set -u
+. "$(dirname "$0")/test-lib.sh"
+[ "${1:-}" = --no-build ] && no_build=1
+
+command -v rpm >/dev/null 2>&1 || skip "rpm not found (apt-get install rpm)"
+[ "${no_build:-}" = 1 ] || command -v rpmbuild >/dev/null 2>&1 || skip "rpmbuild not found (apt-get install rpm)"
+rpm=$(package rpm) && [ -f "$rpm" ] || { echo "FAIL $name: no .rpm built" >&2; exit 1; }
+note "testing $rpm"
+
+files=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$rpm" | LC_ALL=C sort -k3)
+echo "$files"
+want="drwxr-xr-x root:root /etc/libvirt/hooks/daemon.d
+lrwxrwxrwx root:root /etc/libvirt/hooks/daemon.d/virt-perf-hook
+drwxr-xr-x root:root /etc/libvirt/hooks/qemu.d
+lrwxrwxrwx root:root /etc/libvirt/hooks/qemu.d/virt-perf-hook
+drwxr-xr-x root:root /etc/virt-perf-hook
+-rw-r--r-- root:root /etc/virt-perf-hook/config.json
+-rwxr-xr-x root:root /usr/bin/virt-perf-hook
+drwxr-xr-x root:root /usr/lib/virt-perf-hook
+drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks
+drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/daemon.d
+-rwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/daemon.d/virt-perf-hook
+drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d
+-rwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d/virt-perf-hook
+-rwxr-xr-x root:root /usr/lib/virt-perf-hook/post-install
+-rw-r--r-- root:root /usr/share/doc/virt-perf-hook/README.md
+-rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/copyright
+-rw-r--r-- root:root /usr/share/man/man1/virt-perf-hook.1.gz
+drwx------ root:root /var/cache/virt-perf-hook"
+same "$files" "$want" "file list, modes and owners"
+
+# The hook entries resolve to the shipped scripts (relative links, Fedora's convention).
+links=$(rpm -qp --qf '[%{FILENAMES} -> %{FILELINKTOS}\n]' "$rpm")
+for kind in qemu daemon; do
+    has "$links" "/etc/libvirt/hooks/$kind.d/virt-perf-hook -> ../../../../usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" \
+        "$kind.d entry is a symlink to /usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook"
+done
+
+same "$(rpm -qpc "$rpm")" "/etc/virt-perf-hook/config.json" "rpm -qpc: the config is the only config file"
+flags=$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm" | sed -n 's| /etc/virt-perf-hook/config.json$||p')
+same "$flags" "cn" "config.json is %config(noreplace)"
+
+scripts=$(rpm -qp --scripts "$rpm")
+echo "$scripts"
+has "$scripts" '/usr/lib/virt-perf-hook/post-install "$mode" || :' "%post runs post-install (refresh, reload) and cannot fail"
+has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%postun removes the cache on erase"
+
+has "$(rpm -qp --recommends "$rpm")" "libvirt-daemon" "Recommends: libvirt-daemon"
+requires=$(rpm -qpR "$rpm")
+has "$requires" "libc.so.6(GLIBC_" "Requires libc (automatic ELF dependencies)"
+lacks "$requires" "libvirt" "libvirt is not required (filter works without it)"
+same "$(rpm -qp --qf '%{LICENSE}' "$rpm")" "MIT OR Apache-2.0" "License"
+if command -v rpm2cpio >/dev/null 2>&1; then
+    # rpm2cpio writes the uncompressed payload; the config is the only file with this text.
+    has "$(rpm2cpio "$rpm" | grep -a '"enabled_perf_events"')" \
+        '"enabled_perf_events": []' "the config enables no events"
+fi
+
+finish
