@@ -128,3 +128,11 @@ pub fn host_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// The cross-process lock `packaging/test-deb.sh` takes too, so a manual run of it and this test
+/// suite never change /etc/libvirt/hooks at the same time. Released on drop.
+pub fn system_flock() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let dir = if Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
+    let file = std::fs::File::create(format!("{dir}/virt-perf-hook-system-test.lock")).ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+}

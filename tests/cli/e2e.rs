@@ -130,6 +130,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
         skip!("qemu-system-x86_64 not installed");
     }
     let _lock = host_lock();
+    let _flock = system_flock();
     if running("libvirtd") || running("virtqemud") {
         skip!("a libvirt daemon is already running; this test starts its own so it finds the hooks");
     }
