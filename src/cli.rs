@@ -312,7 +312,7 @@ fn command(words: &[String]) -> Result<Command> {
             let live = flags.take("--live");
             let dry_run = flags.take("--dry-run");
             let domains = flags.positionals()?;
-            if all == !domains.is_empty() {
+            if all != domains.is_empty() {
                 return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
             }
             Command::Apply(virsh::ApplyOpts { connect, all, live, dry_run, domains })

@@ -296,7 +296,7 @@ fn random_domain(rng: &mut Rng, i: usize, events: &[&str]) -> String {
         format!("<metadata><app:x xmlns:app={q}urn:x{q} app:a={q}1{q}>t &amp; u</app:x></metadata>"),
         format!("<pm><suspend-to-mem enabled={q}no{q}/></pm>"),
         "<on_crash>destroy</on_crash>".to_string(),
-        format!("<devices><emulator>/usr/bin/qemu</emulator></devices>"),
+        "<devices><emulator>/usr/bin/qemu</emulator></devices>".to_string(),
         "<seclabel type='none'/>".to_string(),
     ];
     for e in &extras {
