@@ -123,6 +123,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         _ => {}
     }
+    // Like other Unix filters, end quietly when the reader goes away (`events | head`) instead of
+    // failing every later write; Rust ignores SIGPIPE by default. Not in hook mode, where a failed
+    // write must be reported to libvirt as an error.
+    // SAFETY: no other threads exist yet and SIG_DFL installs no Rust handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     logging::init_cli(inv.verbosity);
     let paths = Paths::from_env();
     let ctx = Ctx { config_path: config_path(&paths, inv.config.clone()), paths };
@@ -163,12 +170,7 @@ fn run_filter(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
         FilterMode::DryRun => writeln!(out, "{}", result.describe()),
         FilterMode::Diff => out.write_all(unified_diff(&xml, result.xml().unwrap_or(&xml), input.unwrap_or("-")).as_bytes()),
     };
-    match written {
-        Ok(()) => Ok(exit::OK),
-        // A closed pipe (`| head`) is not worth an error message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
-        Err(e) => Err(Error::io("stdout", "write to", e)),
-    }
+    written.map(|()| exit::OK).map_err(|e| Error::io("stdout", "write to", e))
 }
 
 /// Reads FILE or stdin (`None`/`-`), bounded by the XML size cap, as UTF-8.

@@ -321,3 +321,26 @@ fn random_domain(rng: &mut Rng, i: usize, events: &[&str]) -> String {
     let body: String = parts.iter().map(|p| format!("{nl}{ind}{p}")).collect();
     format!("<domain type={q}qemu{q}>{body}{nl}</domain>{nl}")
 }
+
+/// A reader that goes away (`| head`): the commands end quietly, as Unix filters do, and never
+/// panic. The child's stdout is a pipe whose read end is already closed, so its first write fails.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let root = TempDir::with_config("pipe", r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0", "host_probe": false}"#);
+    let input = root.write("in.xml", DOMAIN);
+    for args in [vec!["events"], vec!["events", "--json"], vec!["filter", input.to_str().unwrap()], vec!["check"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("VIRT_PERF_HOOK_ROOT", root.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(13), "{args:?} should end by SIGPIPE: {:?} {}", out.status, stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+    }
+}
