@@ -6,6 +6,7 @@
 //! style, attribute order, whitespace — is kept byte for byte, and an input that already has
 //! what is asked for comes back unchanged (`Outcome::xml` is `None`).
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use quick_xml::events::{BytesStart, Event as XmlEvent};
@@ -96,8 +97,11 @@ impl Outcome {
             parts.push(format!("merged {} extra <perf> block(s)", self.merged_blocks));
         }
         if !self.removed_duplicates.is_empty() {
-            let d: Vec<&str> = self.removed_duplicates.iter().map(String::as_str).collect();
-            parts.push(format!("removed duplicate {}", list(&d)));
+            // Bounded: a hostile document may repeat an event a million times.
+            let d: Vec<&str> = self.removed_duplicates.iter().take(8).map(String::as_str).collect();
+            let more = self.removed_duplicates.len().saturating_sub(d.len());
+            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+            parts.push(format!("removed duplicate {}{tail}", list(&d)));
         }
         if parts.is_empty() {
             "unchanged".to_string()
@@ -155,16 +159,14 @@ impl<'a> Document<'a> {
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
 
         // First occurrence of each event name wins; later ones are removed.
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         // Raw text of events that move from later <perf> blocks into the first.
         let mut moved: Vec<String> = Vec::new();
         for (bi, block) in self.perf.iter().enumerate() {
             for ev in &block.events {
-                let duplicate = seen.contains(&ev.name.as_str());
+                let duplicate = !seen.insert(&ev.name);
                 if duplicate {
                     out.removed_duplicates.push(ev.name.clone());
-                } else {
-                    seen.push(&ev.name);
                 }
                 let wanted = want.iter().find(|w| **w == ev.name).copied();
                 let make_yes = match (wanted, ev.enabled.as_deref()) {
@@ -347,9 +349,14 @@ impl<'a> Style<'a> {
     /// Start of `pos`'s line when only spaces/tabs precede `pos` on it and it is not line 1's
     /// start of document (a document on one line counts as unindented).
     fn line_start_if_indented(&self, pos: usize) -> Option<usize> {
-        let before = &self.text[..pos];
-        let ls = before.rfind('\n')? + 1;
-        before[ls..].bytes().all(|b| b == b' ' || b == b'\t').then_some(ls)
+        // Walk back over the indentation only: a search for the newline could cross a whole
+        // one-line document, once per edit.
+        let bytes = self.text.as_bytes();
+        let mut i = pos;
+        while i > 0 && matches!(bytes[i - 1], b' ' | b'\t') {
+            i -= 1;
+        }
+        (i > 0 && bytes[i - 1] == b'\n').then_some(i)
     }
 
     /// `span` widened to its whole line(s) when it stands alone on them, so deleting it leaves no
@@ -368,6 +375,15 @@ impl<'a> Style<'a> {
         };
         ls..span.end + trailing + eol
     }
+}
+
+/// A repeated name among `keys` (which it may reorder), if any.
+fn duplicate<'k>(keys: &mut [&'k [u8]]) -> Option<&'k [u8]> {
+    if keys.len() <= 16 {
+        return keys.iter().enumerate().find(|(i, k)| keys[..*i].contains(k)).map(|(_, k)| *k);
+    }
+    keys.sort_unstable();
+    keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
 /// Human position `line L, column C` (1-based, columns in characters) of a byte offset.
@@ -508,14 +524,22 @@ impl<'a> Scanner<'a> {
         // Check every attribute: duplicates, syntax, entity references.
         let mut attrs: Vec<(Vec<u8>, String)> = Vec::new();
         let want_attrs = self.depth == 2 && self.perf.is_some() && qname == b"event";
-        for attr in e.attributes().with_checks(true) {
+        // quick-xml's own duplicate check compares every pair (quadratic in attributes per
+        // element); collect the names and check them once, sorted when there are many.
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for attr in e.attributes().with_checks(false) {
             let attr = attr.map_err(|err| self.err(start, format!("bad attribute ({err})")))?;
+            keys.push(attr.key.into_inner());
             let value = attr
                 .unescape_value()
                 .map_err(|err| self.err(start, format!("bad attribute value ({err})")))?;
             if want_attrs {
                 attrs.push((attr.key.as_ref().to_vec(), value.into_owned()));
             }
+        }
+        if let Some(dup) = duplicate(&mut keys) {
+            let dup = String::from_utf8_lossy(dup);
+            return Err(self.err(start, format!("duplicate attribute '{dup}'")));
         }
         match self.depth {
             0 => {
@@ -742,7 +766,8 @@ mod tests {
             ("<domain></domain><domain></domain>", "more than one root element"),
             ("<!DOCTYPE domain><domain></domain>", "DOCTYPE is not allowed"),
             ("<domain>&xxe;</domain>", "unknown entity '&xxe;'"),
-            ("<domain a='1' a='2'></domain>", "bad attribute"),
+            ("<domain a='1' a='2'></domain>", "duplicate attribute 'a'"),
+            ("<domain a=1></domain>", "bad attribute"),
             ("<domain>\u{0}</domain>", "control character U+0000"),
             ("<domain></domain>trailing", "text outside the <domain> element"),
             ("<nova:domain xmlns:nova='x'></nova:domain>", "not <domain>"),
@@ -756,6 +781,24 @@ mod tests {
         assert!(Document::parse(&deep).unwrap_err().to_string().contains("deeper than 256"));
         let big = format!("<domain>{}</domain>", " ".repeat(MAX_XML_BYTES));
         assert!(Document::parse(&big).unwrap_err().to_string().contains("MiB limit"));
+    }
+
+    #[test]
+    fn duplicate_attributes_among_many() {
+        let attrs: String = (0..40).map(|i| format!(" a{i}='x'")).collect();
+        assert!(Document::parse(&format!("<domain{attrs}><name>n</name></domain>")).is_ok());
+        let err = Document::parse(&format!("<domain{attrs} a7='y'><name>n</name></domain>")).unwrap_err();
+        assert!(err.to_string().contains("duplicate attribute 'a7'"), "{err}");
+    }
+
+    #[test]
+    fn many_duplicates_on_one_line() {
+        let events = "<event name='cpu_clock' enabled='yes'/>".repeat(5000);
+        let xml = format!("<domain><name>d</name><perf>{events}</perf></domain>");
+        let out = run(&xml, &["cpu_clock"], Respect);
+        assert_eq!(out.removed_duplicates.len(), 4999);
+        assert_eq!(out.xml.as_deref(), Some("<domain><name>d</name><perf><event name='cpu_clock' enabled='yes'/></perf></domain>"));
+        assert_eq!(out.summary(), "removed duplicate cpu_clock,cpu_clock,cpu_clock,cpu_clock,cpu_clock,cpu_clock,cpu_clock,cpu_clock and 4991 more");
     }
 
     #[test]
