@@ -254,25 +254,12 @@ impl<'a> Document<'a> {
 
     /// Edit that inserts a new `<perf>` block where libvirt would put it.
     fn new_block(&self, lines: &[String], style: &Style) -> (Range<usize>, String) {
-        let devices = self.children.iter().find(|c| c.name == "devices");
-        if let Some(dev) = devices {
-            return match style.indent_before(dev.span.start) {
-                Some(ind) => {
-                    let block = render_block(lines, Some(&ind), style);
-                    (dev.span.start..dev.span.start, format!("{block}{}{ind}", style.nl))
-                }
-                None => (dev.span.start..dev.span.start, render_block(lines, None, style)),
-            };
+        if let Some(dev) = self.children.iter().find(|c| c.name == "devices") {
+            return beside(dev.span.start, dev.span.start, Side::Before, lines, style);
         }
         let after = self.children.iter().rev().find(|c| BEFORE_PERF.contains(&c.name.as_str()));
         if let Some(prev) = after {
-            return match style.indent_before(prev.span.start) {
-                Some(ind) => {
-                    let block = render_block(lines, Some(&ind), style);
-                    (prev.span.end..prev.span.end, format!("{}{ind}{block}", style.nl))
-                }
-                None => (prev.span.end..prev.span.end, render_block(lines, None, style)),
-            };
+            return beside(prev.span.end, prev.span.start, Side::After, lines, style);
         }
         // No anchor: last child of <domain>.
         match style.line_start_if_indented(self.domain_close) {
@@ -286,6 +273,27 @@ impl<'a> Document<'a> {
             None => (self.domain_close..self.domain_close, render_block(lines, None, style)),
         }
     }
+}
+
+enum Side {
+    Before,
+    After,
+}
+
+/// Edit that inserts a new block at `at`, just before or after the sibling element starting at
+/// `sibling`, indented like it (or on the same line when the sibling is not on its own line).
+fn beside(at: usize, sibling: usize, side: Side, lines: &[String], style: &Style) -> (Range<usize>, String) {
+    let text = match style.indent_before(sibling) {
+        Some(ind) => {
+            let block = render_block(lines, Some(&ind), style);
+            match side {
+                Side::Before => format!("{block}{}{ind}", style.nl),
+                Side::After => format!("{}{ind}{block}", style.nl),
+            }
+        }
+        None => render_block(lines, None, style),
+    };
+    (at..at, text)
 }
 
 /// `<perf>` with `lines` inside: one per line at `indent`+unit, or all on one line when the
