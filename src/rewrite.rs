@@ -136,6 +136,11 @@ impl<'a> Document<'a> {
                 line_col(text, pos)
             )));
         }
+        // quick-xml skips one byte-order mark without counting it; the scanner strips the first
+        // itself, so a second would shift every offset. It is stray text before the root anyway.
+        if text.strip_prefix('\u{feff}').unwrap_or(text).starts_with('\u{feff}') {
+            return Err(Error::Xml("more than one byte-order mark before <domain>".into()));
+        }
         Scanner::new(text).run()
     }
 
@@ -779,6 +784,7 @@ mod tests {
             ("<domain>\u{0}</domain>", "control character U+0000"),
             ("<domain></domain>trailing", "text outside the <domain> element"),
             ("<nova:domain xmlns:nova='x'></nova:domain>", "not <domain>"),
+            ("\u{feff}\u{feff}<domain><name>d</name></domain>", "more than one byte-order mark"),
         ];
         for (xml, want) in cases {
             let err = Document::parse(xml).unwrap_err().to_string();
