@@ -176,7 +176,8 @@ fn run_filter(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
 /// Reads FILE or stdin (`None`/`-`), bounded by the XML size cap, as UTF-8.
 pub fn read_input(input: Option<&str>) -> Result<String> {
     let limit = rewrite::MAX_XML_BYTES as u64;
-    let mut buf = Vec::new();
+    // Domain XML is typically 5-50 KB: start big enough to read it in one or two calls.
+    let mut buf = Vec::with_capacity(64 * 1024);
     let (name, res) = match input {
         None | Some("-") => ("stdin".to_string(), std::io::stdin().lock().take(limit + 1).read_to_end(&mut buf)),
         Some(path) => {
