@@ -188,6 +188,13 @@ def main():
     files = {
         "domain-8k.xml": domain(8 * 1024),
         "domain-5m.xml": domain(5 * 1024 * 1024),
+        # Hostile shapes: quadratic work on these would block libvirt's restore for seconds.
+        "hostile-attrs.xml": "<domain type='kvm'><name>x</name><devices"
+        + "".join(f" a{i}=''" for i in range(80_000))
+        + "/></domain>\n",
+        "hostile-events.xml": "<domain type='kvm'><name>x</name><perf>"
+        + "".join(f"<event name='e{i}' enabled='yes'/>" for i in range(80_000))
+        + "</perf><devices/></domain>\n",
         "config.json": json.dumps(
             {
                 "enabled_perf_events": ["cpu_cycles", "instructions", "cache_misses", "page_faults", "cpu_clock"],

@@ -84,6 +84,10 @@ hf rewrite5m --warmup 2 --runs 15 \
   -n rewrite "$bin qemu vm restore begin - < $x5m" \
   -n python "python3 $py_hook vm restore begin - < $x5m" \
   -n xmlstarlet "$xs_hook vm restore begin - < $x5m"
+echo "bench: hostile shapes"
+hf hostile --warmup 1 --runs 5 \
+  -n attrs "$bin qemu vm restore begin - < $work/hostile-attrs.xml" \
+  -n events "$bin qemu vm restore begin - < $work/hostile-events.xml"
 
 # Peak RSS (KB) of the 5 MB rewrite, max of 5 runs.
 peak() { # peak CMD...: max RSS in KB of CMD with the 5 MB domain on stdin
@@ -104,7 +108,7 @@ import json, os, sys, platform, subprocess
 work, rss, py_rss, xs_rss, cache_state, warm_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 def load(name):
     return {r["command"]: r for r in json.load(open(os.path.join(work, name + ".json")))["results"]}
-p, pn, r8, a8, r5 = (load(n) for n in ("passthrough", "passthrough-noshell", "rewrite8k", "alt8k", "rewrite5m"))
+p, pn, r8, a8, r5, hx = (load(n) for n in ("passthrough", "passthrough-noshell", "rewrite8k", "alt8k", "rewrite5m", "hostile"))
 r8.update(load("rewrite8k-warm"))
 r8["cat"] = load("rewrite8k")["cat"]
 r8w_cat = load("rewrite8k-warm")["cat"]
@@ -145,6 +149,8 @@ row(f"filter 8 KB: warm cache − pinned (`-N`, {ms(f['pin']):.3f} ms pinned)", 
 x5 = ms(r5["rewrite"])
 row("5 MB rewrite (many devices)", f"{x5:.1f} ms ({x5 / ms(r5['cat']):.1f}× `cat`)", "< 100 ms", x5 < 100)
 row("5 MB rewrite peak RSS", f"{rss / 1024:.1f} MB", "< 50 MB", rss < 50 * 1024)
+row("80 000 attributes on one element (0.8 MB), hook rewrite", f"{ms(hx['attrs']):.1f} ms", "< 1 s (linear)", ms(hx["attrs"]) < 1000)
+row("80 000 `<perf>` events (2.8 MB), hook rewrite", f"{ms(hx['events']):.1f} ms", "< 1 s (linear)", ms(hx["events"]) < 1000)
 for alt, arss in (("python", py_rss), ("xmlstarlet", xs_rss)):
     row(f"5 MB: {alt} hook / virt-perf-hook", f"{ms(r5[alt]) / x5:.1f}× ({ms(r5[alt]):.0f} ms, {arss / 1024:.0f} MB RSS)")
 
@@ -159,7 +165,7 @@ with open(os.path.join(os.path.dirname(work), "results.md"), "w") as out:
     out.write(f"`benches/run.sh` on {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}. "
               "Means of hyperfine runs (shell spawn subtracted); inputs from `benches/gen.py`.\n\n")
     out.write("\n".join(table) + "\n")
-    for name in ("passthrough", "passthrough-noshell", "rewrite8k", "rewrite8k-warm", "alt8k", "filter-pin-1", "filter-warm-1", "filter-pin-2", "filter-warm-2", "rewrite5m"):
+    for name in ("passthrough", "passthrough-noshell", "rewrite8k", "rewrite8k-warm", "alt8k", "filter-pin-1", "filter-warm-1", "filter-pin-2", "filter-warm-2", "rewrite5m", "hostile"):
         out.write(f"\n## {name}\n\n" + open(os.path.join(work, name + ".md")).read())
 fails = sum(r[3] == "FAIL" for r in rows)
 print(f"\nbench: {fails} target(s) failed; wrote benches/results.md")
