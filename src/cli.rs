@@ -252,7 +252,11 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
             continue;
         }
         match a {
-            "--" => options_done = true,
+            // Kept as a marker: the command's own parser treats what follows as operands.
+            "--" => {
+                options_done = true;
+                words.push(a.to_string());
+            }
             "-h" | "--help" => return Ok(Invocation { command: Command::Help, config, verbosity }),
             "-V" | "--version" => return Ok(Invocation { command: Command::Version, config, verbosity }),
             "-v" | "--verbose" => verbosity = verbosity.saturating_add(1),
@@ -264,14 +268,8 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
             }
             _ if a.starts_with("--config=") => config = Some(PathBuf::from(&a["--config=".len()..])),
             _ => {
-                // Hook arguments are passed through verbatim (a domain may be called "-x").
-                let is_hook = matches!(words.first().map(String::as_str), Some("qemu" | "daemon"));
-                if is_hook {
-                    words.push(a.to_string());
-                    words.extend(it.by_ref().map(|s| s.to_string_lossy().into_owned()));
-                    break;
-                }
                 words.push(a.to_string());
+                // Hook arguments are passed through verbatim (a domain may be called "-x").
                 if words.len() == 1 && matches!(a, "qemu" | "daemon") {
                     words.extend(it.by_ref().map(|s| s.to_string_lossy().into_owned()));
                     break;
@@ -284,10 +282,15 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
 }
 
 fn command(words: &[String]) -> Result<Command> {
+    // `-- COMMAND ARGS…`: everything after the command is an operand.
+    let (words, all_operands) = match words.split_first() {
+        Some((first, rest)) if first == "--" => (rest, true),
+        _ => (words, false),
+    };
     let Some((name, rest)) = words.split_first() else {
         return Err(Error::Usage("no command given".into()));
     };
-    let mut flags = Flags::new(name, rest);
+    let mut flags = Flags::new(name, rest, all_operands);
     let cmd = match name.as_str() {
         "help" => Command::Help,
         "version" => Command::Version,
@@ -341,15 +344,22 @@ fn command(words: &[String]) -> Result<Command> {
     Ok(cmd)
 }
 
-/// Tiny per-command flag parser over the words after the command name.
+/// Tiny per-command flag parser over the words after the command name. Words after `--` are
+/// operands even when they look like options (a domain may be called `-x` or `--all`).
 struct Flags<'a> {
     cmd: &'a str,
     words: Vec<Option<&'a str>>,
+    operands: &'a [String],
 }
 
 impl<'a> Flags<'a> {
-    fn new(cmd: &'a str, rest: &'a [String]) -> Self {
-        Flags { cmd, words: rest.iter().map(|s| Some(s.as_str())).collect() }
+    fn new(cmd: &'a str, rest: &'a [String], all_operands: bool) -> Self {
+        let (opts, operands): (&[String], &[String]) = match rest.iter().position(|w| w == "--") {
+            _ if all_operands => (&[], rest),
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &[]),
+        };
+        Flags { cmd, words: opts.iter().map(|s| Some(s.as_str())).collect(), operands }
     }
 
     fn take(&mut self, flag: &str) -> bool {
@@ -394,6 +404,7 @@ impl<'a> Flags<'a> {
             }
             out.push(w.to_string());
         }
+        out.extend(self.operands.iter().cloned());
         Ok(out)
     }
 
@@ -443,6 +454,22 @@ mod tests {
         );
         assert_eq!(p(&["-v", "-v", "events", "--json"]).unwrap().verbosity, 2);
         assert_eq!(p(&["check", "--help"]).unwrap().command, Command::Help);
+    }
+
+    #[test]
+    fn operands_after_double_dash() {
+        let apply = |args: &[&str]| match p(args).unwrap().command {
+            Command::Apply(o) => (o.all, o.dry_run, o.domains),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(apply(&["apply", "--dry-run", "--", "--all", "-x"]), (false, true, vec!["--all".into(), "-x".into()]));
+        assert_eq!(apply(&["apply", "--", "-x"]), (false, false, vec!["-x".into()]));
+        assert_eq!(apply(&["--", "apply", "--all"]), (false, false, vec!["--all".into()]));
+        assert_eq!(
+            p(&["filter", "--diff", "--", "-weird.xml"]).unwrap().command,
+            Command::Filter { mode: FilterMode::Diff, input: Some("-weird.xml".into()) }
+        );
+        assert!(p(&["apply", "--", "-x", "--", "y"]).is_ok(), "a second -- is an operand");
     }
 
     #[test]
