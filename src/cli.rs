@@ -164,6 +164,9 @@ fn run_filter(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = read_input(input)?;
     let result = filter::filter(&ctx.paths, &cfg, &xml, None)?;
+    if !result.plan.dropped.is_empty() && mode != FilterMode::DryRun {
+        result.log("");
+    }
     let mut out = std::io::stdout().lock();
     let written = match mode {
         FilterMode::Print => out.write_all(result.xml().unwrap_or(&xml).as_bytes()),

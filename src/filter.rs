@@ -21,6 +21,13 @@ impl Filtered {
         self.outcome.as_ref().and_then(|o| o.xml.as_deref())
     }
 
+    /// Logs the one line describing this rewrite: a warning when events were dropped (the
+    /// operator asked for something this host cannot give), else info.
+    pub fn log(&self, context: &str) {
+        let level = if self.plan.dropped.is_empty() { log::Level::Info } else { log::Level::Warn };
+        log::log!(level, "{context}{}", self.describe());
+    }
+
     /// One line for logs and `filter --dry-run`.
     pub fn describe(&self) -> String {
         let mut s = format!("domain '{}': ", self.domain);
@@ -44,9 +51,6 @@ pub fn filter(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>) -> R
         return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
     }
     let plan = host::plan(paths, cfg);
-    for d in &plan.dropped {
-        log::warn!("not adding {} to '{domain}': {}", d.event, d.reason);
-    }
     let outcome = doc.rewrite(&plan.add, cfg.existing)?;
     Ok(Filtered { domain, outcome: Some(outcome), plan })
 }

@@ -83,7 +83,7 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
 fn qemu_rewrite(paths: &Paths, cfg: &Config, domain: &str, op: &str) -> Result<()> {
     let xml = cli::read_input(None)?;
     let result = filter::filter(paths, cfg, &xml, Some(domain))?;
-    log::info!("{op} begin: {}", result.describe());
+    result.log(&format!("{op} begin: "));
     if let Some(new) = result.xml() {
         let mut out = std::io::stdout().lock();
         // One write of the whole document: libvirt must never see a partial XML.

@@ -46,7 +46,7 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let virsh = Virsh::from_env(o.connect.clone());
     let cfg = virsh.pin_version(cfg)?;
     let result = filter::filter(&ctx.paths, &cfg, &xml, None)?;
-    log::info!("{}", result.describe());
+    result.log("define: ");
     let text = result.xml().unwrap_or(&xml);
     // A private file rather than /dev/stdin: works for every virsh and leaves stdin alone.
     let tmp = TempFile::create(text)?;
