@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
-use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -31,14 +30,14 @@ pub fn init_hook(paths: &Paths) {
         .and_then(|v| v.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::Info);
     let socket = UnixDatagram::unbound().ok().filter(|s| s.connect(paths.host("/dev/log")).is_ok());
-    let logger = Box::new(HookLogger { socket: Mutex::new(socket), level });
+    let logger = Box::new(HookLogger { socket, level });
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(level);
     }
 }
 
 struct HookLogger {
-    socket: Mutex<Option<UnixDatagram>>,
+    socket: Option<UnixDatagram>,
     level: LevelFilter,
 }
 
@@ -61,11 +60,9 @@ impl Log for HookLogger {
             Level::Info => 6,
             Level::Debug | Level::Trace => 7,
         };
-        if let Ok(guard) = self.socket.lock() {
-            if let Some(sock) = guard.as_ref() {
-                let line = format!("<{}>virt-perf-hook[{}]: {msg}", FACILITY_DAEMON * 8 + severity, std::process::id());
-                let _ = sock.send(line.as_bytes());
-            }
+        if let Some(sock) = &self.socket {
+            let line = format!("<{}>virt-perf-hook[{}]: {msg}", FACILITY_DAEMON * 8 + severity, std::process::id());
+            let _ = sock.send(line.as_bytes());
         }
         let _ = writeln!(std::io::stderr(), "virt-perf-hook: {}: {msg}", rec.level().as_str().to_lowercase());
     }
