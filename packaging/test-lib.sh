@@ -4,7 +4,11 @@ top=$(dirname "$here")
 name=$(basename "$0")
 failures=0
 
-skip() { echo "SKIP $name: $*"; exit 0; }
+# skip REASON: exit 0 saying why the test did not run; with VPH_NO_SKIP=1 (CI) a skip is a failure.
+skip() {
+    if [ "${VPH_NO_SKIP:-}" = 1 ]; then echo "FAIL $name: would skip, but VPH_NO_SKIP=1 is set: $*" >&2; exit 1; fi
+    echo "SKIP $name: $*"; exit 0
+}
 note() { echo "$name: $*"; }
 fail() { echo "FAIL $name: $*" >&2; failures=$((failures + 1)); }
 # check DESCRIPTION COMMAND...: runs COMMAND, counts a failure when it fails.

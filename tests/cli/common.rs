@@ -8,13 +8,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_virt-perf-hook");
 
-/// Prints why a test did not run and returns from it.
+/// Prints why a test did not run and returns from it; with `VPH_NO_SKIP=1` (CI) it panics
+/// with the reason instead, so a missing tool or a busy host cannot pass silently.
 #[macro_export]
 macro_rules! skip {
     ($($why:tt)*) => {{
-        eprintln!("SKIP {}: {}", module_path!(), format!($($why)*));
+        $crate::common::skipping(module_path!(), &format!($($why)*));
         return;
     }};
+}
+
+/// Whether `VPH_NO_SKIP=1` forbids skipping (`.ci/run` sets it; CI has every tool and root).
+pub fn no_skip() -> bool {
+    std::env::var_os("VPH_NO_SKIP").is_some_and(|v| v == "1")
+}
+
+/// Reports that `what` (a test, or a part of one) does not run and why: `SKIP …` on stderr, or a
+/// panic under `VPH_NO_SKIP=1`.
+pub fn skipping(what: &str, why: &str) {
+    if no_skip() {
+        panic!("{what} would skip, but VPH_NO_SKIP=1 is set: {why}");
+    }
+    eprintln!("SKIP {what}: {why}");
 }
 
 /// A temporary directory removed on drop; doubles as a fake host root.
