@@ -38,6 +38,17 @@ impl Event {
             Kind::Rdt => None,
         }
     }
+
+    /// Why libvirt `v` rejects this event, or `None` when it accepts it.
+    pub fn unsupported_by(&self, v: Version) -> Option<String> {
+        if v < PERF_FLOOR {
+            Some(format!("libvirt {v} has no <perf> support (needs {PERF_FLOOR})"))
+        } else if v < self.since {
+            Some(format!("needs libvirt {}, this host has {v}", self.since))
+        } else {
+            None
+        }
+    }
 }
 
 /// libvirt accepts no `<perf>` element at all before this version.
@@ -132,6 +143,14 @@ mod tests {
         assert_eq!(lookup("emulation_faults").unwrap().since, Version::new(3, 2, 0));
         assert_eq!(lookup("mbml").unwrap().kind, Kind::Rdt);
         assert!(lookup("CPU_CYCLES").is_none(), "names are case-sensitive");
+    }
+
+    #[test]
+    fn version_gate() {
+        let pf = lookup("page_faults").unwrap();
+        assert_eq!(pf.unsupported_by(Version::new(3, 2, 0)), None);
+        assert_eq!(pf.unsupported_by(Version::new(3, 0, 0)).unwrap(), "needs libvirt 3.2.0, this host has 3.0.0");
+        assert!(lookup("cmt").unwrap().unsupported_by(Version::new(1, 3, 5)).unwrap().contains("no <perf> support"));
     }
 
     #[test]

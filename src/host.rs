@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cache::{self, CachedProbe, CachedVersion, Identity, Loaded, State};
 use crate::config::Config;
 use crate::detect::{self, Detected};
-use crate::events::{self, Event, PERF_FLOOR};
+use crate::events::{self, Event};
 use crate::paths::Paths;
 use crate::probe;
 use crate::version::Version;
@@ -47,9 +47,9 @@ pub fn plan_with(
     for ev in configured {
         let reason = match version {
             None => Some("libvirt version unknown (set \"libvirt_version\" in the config or install libvirt)".to_string()),
-            Some(v) if v < PERF_FLOOR => Some(format!("libvirt {v} has no <perf> support (needs {PERF_FLOOR})")),
-            Some(v) if v < ev.since => Some(format!("needs libvirt {}, this host has {v}", ev.since)),
-            Some(_) => probe.and_then(|p| p(ev).err()).map(|why| format!("the host cannot open it: {why}")),
+            Some(v) => ev
+                .unsupported_by(v)
+                .or_else(|| probe.and_then(|p| p(ev).err()).map(|why| format!("the host cannot open it: {why}"))),
         };
         match reason {
             None => plan.add.push(ev.name),

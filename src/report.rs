@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::Ctx;
 use crate::config::Config;
 use crate::error::{exit, Error, Result};
-use crate::events::{Kind, CATALOG, PERF_FLOOR};
+use crate::events::{Kind, CATALOG};
 use crate::host::{self, Assessment, Mode};
 use crate::paths::Paths;
 use crate::version::Version;
@@ -49,7 +49,7 @@ fn event_rows(cfg: &Config, a: &Assessment) -> Vec<EventRow> {
                 name: ev.name,
                 since: ev.since,
                 kind: ev.kind,
-                libvirt: a.detected.version.map(|v| v >= PERF_FLOOR && v >= ev.since),
+                libvirt: a.detected.version.map(|v| ev.unsupported_by(v).is_none()),
                 host: reason.is_none(),
                 host_reason: reason,
                 configured: cfg.enabled_perf_events.contains(&ev.name),
