@@ -93,7 +93,7 @@ impl Config {
                 "libvirt_version" => {
                     cfg.libvirt_version = match val {
                         Value::Null => None,
-                        Value::String(s) => Some(s.parse().map_err(|e| format!("libvirt_version: {e}"))?),
+                        Value::String(s) => Some(s.parse().map_err(|e: String| format!("libvirt_version: {}", printable(&e)))?),
                         other => return Err(type_error("libvirt_version", "a string like \"9.0.0\"", other)),
                     }
                 }
@@ -178,7 +178,7 @@ fn parse_events(val: &Value) -> std::result::Result<Vec<&'static str>, String> {
                 Some(s) => format!("; did you mean '{s}'?"),
                 None => "; 'virt-perf-hook events' lists the 22 names".to_string(),
             };
-            return Err(format!("enabled_perf_events: unknown event '{name}'{hint}"));
+            return Err(format!("enabled_perf_events: unknown event '{}'{hint}", printable(name)));
         };
         if out.contains(&event.name) {
             return Err(format!("enabled_perf_events: '{name}' is listed twice"));
@@ -224,21 +224,28 @@ fn one_of<'a>(key: &str, val: &Value, allowed: &[&'a str]) -> std::result::Resul
             .iter()
             .find(|a| **a == s)
             .copied()
-            .ok_or_else(|| format!("{key}: '{s}' is not allowed; use {quoted}")),
+            .ok_or_else(|| format!("{key}: '{}' is not allowed; use {quoted}", printable(s))),
         other => Err(type_error(key, &quoted, other)),
     }
 }
 
 fn unknown_key(key: &str, known: &[&str], prefix: &str) -> String {
+    let shown = printable(key);
     let near = known
         .iter()
         .map(|k| (events::distance(&key.to_ascii_lowercase(), k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d);
     match near {
-        Some((_, k)) => format!("unknown key '{prefix}{key}'; did you mean '{prefix}{k}'?"),
-        None => format!("unknown key '{prefix}{key}'; known keys: {}", known.join(", ")),
+        Some((_, k)) => format!("unknown key '{prefix}{shown}'; did you mean '{prefix}{k}'?"),
+        None => format!("unknown key '{prefix}{shown}'; known keys: {}", known.join(", ")),
     }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`): messages that echo input stay one
+/// line and cannot drive a terminal.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn type_error(key: &str, expected: &str, got: &Value) -> String {
@@ -404,6 +411,21 @@ mod tests {
         assert_eq!(err("[]"), "the top level must be a JSON object, not a list");
         assert!(err("{").starts_with("invalid JSON: EOF while parsing"));
         assert!(err("").starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn echoed_input_stays_on_one_line() {
+        for text in [
+            "{\"a\\nb\": 1}",
+            "{\"domains\": {\"in\\rclude\\u001b[2J\": []}}",
+            "{\"enabled_perf_events\": [\"cpu\\ncycles\"]}",
+            "{\"existing\": \"keep\\n\"}",
+            "{\"libvirt_version\": \"9\\n0\"}",
+        ] {
+            let e = err(text);
+            assert!(!e.chars().any(char::is_control), "{text}: {e:?}");
+        }
+        assert_eq!(err("{\"a\\nb\": 1}").split(';').next().unwrap(), "unknown key 'a\\nb'");
     }
 
     #[test]

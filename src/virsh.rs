@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::cli::{self, Ctx};
-use crate::config::{Config, Existing};
+use crate::config::{printable, Config, Existing};
 use crate::error::{exit, one_line, Error, Result};
 use crate::filter;
 use crate::host::{self, Dropped, Plan};
@@ -301,11 +301,6 @@ pub fn render_table(rows: &[Row]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Control characters escaped, so a hostile name cannot break the table or the terminal.
-fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// A captured virsh run.
