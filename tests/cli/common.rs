@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_virt-perf-hook");
 
@@ -54,11 +56,17 @@ impl TempDir {
 
     /// Writes `rel` (parents created) with mode 0644 and returns its path.
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
         let p = self.0.join(rel.trim_start_matches('/'));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        set_mode(&p, 0o644);
+        p
+    }
+
+    /// Writes `rel` (parents created) with mode 0755 and returns its path.
+    pub fn write_exec(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.write(rel, text);
+        set_mode(&p, 0o755);
         p
     }
 
@@ -76,36 +84,125 @@ impl Drop for TempDir {
     }
 }
 
+pub fn set_mode(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The shipped hook entry `src_rel` (e.g. `hooks/qemu.d/virt-perf-hook`) written to `dest`
+/// (parents created, mode 0755) with every `/usr/bin/virt-perf-hook` in it replaced by
+/// `command`, except in the `[ -x … ]` test, which gets `command`'s first word (the program).
+pub fn shipped_entry(src_rel: &str, dest: &Path, command: &str) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(src_rel)).unwrap();
+    let program = command.split(' ').next().unwrap();
+    let text = text
+        .replace("[ -x /usr/bin/virt-perf-hook ]", &format!("[ -x {program} ]"))
+        .replace("/usr/bin/virt-perf-hook", command);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(dest, text).unwrap();
+    set_mode(dest, 0o755);
+    dest.to_path_buf()
+}
+
+/// How long any run of the binary may take before it is killed and the test fails: generous,
+/// only there so that a hang fails instead of blocking the suite.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs the binary with `args`, `stdin`, and the fake `root` (also used for the cache), with
 /// a clean environment apart from PATH.
 pub fn run_in(root: &Path, args: &[&str], stdin: &str) -> Output {
     run_with(root, args, stdin, &[])
 }
 
+/// `run_in` with extra environment variables.
 pub fn run_with(root: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("VIRT_PERF_HOOK_ROOT", root);
+    run_limited(root, args, env, Input::Bytes(stdin.as_bytes().to_vec()), LIMIT).out
+}
+
+/// `program` (the binary, or a path that runs it) with a clean environment: PATH, the fake
+/// `root`, and `env`.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, root: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("VIRT_PERF_HOOK_ROOT", root);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    feed(cmd, stdin)
+    cmd
 }
 
-/// Runs any command with `stdin` and collects its output.
-pub fn feed(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.as_bytes().to_vec();
+/// Runs any command with `stdin` and collects its output (killed after `LIMIT`).
+pub fn feed(cmd: Command, stdin: &str) -> Output {
+    feed_limited(cmd, Input::Bytes(stdin.as_bytes().to_vec()), LIMIT).out
+}
+
+/// What a child's stdin gets: bytes, or a generator writing to the pipe (returns bytes written).
+pub enum Input {
+    Bytes(Vec<u8>),
+    Stream(Box<dyn FnOnce(&mut dyn Write) -> u64 + Send>),
+}
+
+pub struct Run {
+    pub out: Output,
+    /// Bytes the writer managed to push before the child closed its stdin.
+    pub written: u64,
+    pub elapsed: Duration,
+}
+
+/// Runs the binary under `root` with a clean environment (PATH + `env`), killing it after
+/// `limit` (a hang is a failure too).
+pub fn run_limited(root: &Path, args: &[&str], env: &[(&str, &str)], input: Input, limit: Duration) -> Run {
+    let mut cmd = clean_command(BIN, root, env);
+    cmd.args(args);
+    feed_limited(cmd, input, limit)
+}
+
+/// Runs `cmd` with `input` on stdin, collecting stdout and stderr; panics (after killing it)
+/// when it runs longer than `limit`.
+pub fn feed_limited(mut cmd: Command, input: Input, limit: Duration) -> Run {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
     // Write from a thread: the child may exit without reading (that is allowed).
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
+    let writer = std::thread::spawn(move || match input {
+        Input::Bytes(b) => {
+            let mut n = 0u64;
+            for chunk in b.chunks(64 << 10) {
+                if stdin.write_all(chunk).is_err() {
+                    break;
+                }
+                n += chunk.len() as u64;
+            }
+            n
+        }
+        Input::Stream(f) => f(&mut stdin),
     });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
-    out
+    let read_all = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out_t = read_all(Box::new(child.stdout.take().unwrap()));
+    let err_t = read_all(Box::new(child.stderr.take().unwrap()));
+    // Poll from 0.1 ms up to 10 ms: a quick run is not slowed down, a long one costs little.
+    let mut nap = Duration::from_micros(100);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?} (killed): a hang");
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let written = writer.join().unwrap();
+    let out = Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() };
+    Run { out, written, elapsed }
 }
 
 pub fn stdout(o: &Output) -> String {

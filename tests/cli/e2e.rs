@@ -3,7 +3,6 @@
 //! the configured software events are live afterwards while the hardware event this host cannot
 //! open is dropped (so the guest still restores).
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -80,16 +79,7 @@ impl Drop for Host {
 
 /// The shipped entry script, pointed at the built binary and the test's config.
 fn install_entry(src: &str, dest: &Path, config: &Path, host: &mut Host) {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(src);
-    let text = std::fs::read_to_string(shipped).unwrap();
-    let bin_with_config = format!("{BIN} --config {}", config.display());
-    let text = text
-        .replace("[ -x /usr/bin/virt-perf-hook ]", &format!("[ -x {BIN} ]"))
-        .replace("/usr/bin/virt-perf-hook", &bin_with_config);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::write(dest, text).unwrap();
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)).unwrap();
-    host.installed.push(dest.to_path_buf());
+    host.installed.push(shipped_entry(src, dest, &format!("{BIN} --config {}", config.display())));
 }
 
 /// Collects syslog lines when no syslog daemon owns /dev/log (as in CI).
@@ -113,7 +103,7 @@ fn listen_syslog(host: &mut Host) -> Option<Arc<Mutex<Vec<String>>>> {
 fn write_config(path: &Path, events: &[&str]) {
     let cfg = serde_json::json!({ "enabled_perf_events": events });
     std::fs::write(path, cfg.to_string()).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    set_mode(path, 0o644);
 }
 
 #[test]
@@ -153,7 +143,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     let recorder = Path::new(QEMU_D).join("00-vph-e2e-record");
     std::fs::create_dir_all(QEMU_D).unwrap();
     std::fs::write(&recorder, format!("#!/bin/sh\necho \"$*\" >> {}\ncat >/dev/null\n", record.display())).unwrap();
-    std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_mode(&recorder, 0o755);
     host.installed.push(recorder);
     install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), &config, &mut host);
     install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), &config, &mut host);

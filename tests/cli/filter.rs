@@ -323,9 +323,8 @@ fn closed_stdout_is_not_a_panic() {
     for args in [vec!["events"], vec!["events", "--json"], vec!["filter", input.to_str().unwrap()], vec!["check"]] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = Command::new(BIN)
+        let out = clean_command(BIN, root.path(), &[])
             .args(&args)
-            .env("VIRT_PERF_HOOK_ROOT", root.path())
             .stdin(std::process::Stdio::null())
             .stdout(writer)
             .stderr(std::process::Stdio::piped())

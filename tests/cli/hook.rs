@@ -2,8 +2,7 @@
 //! read only for `migrate begin` / `restore begin`, exit status deciding whether the op goes on.
 
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use crate::common::*;
 use crate::skip;
@@ -17,8 +16,7 @@ fn hook(root: &TempDir, args: &[&str], stdin: &str) -> std::process::Output {
 }
 
 fn expected() -> String {
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/basic/in.xml");
-    std::fs::read_to_string(golden).unwrap().replace(
+    DOMAIN.replace(
         "  <devices>\n",
         "  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n  <devices>\n",
     )
@@ -127,13 +125,13 @@ fn invoked_through_hook_file_names() {
     std::os::unix::fs::symlink(BIN, &as_qemu).unwrap();
     std::os::unix::fs::symlink(BIN, &in_dir).unwrap();
     for path in [&as_qemu, &in_dir] {
-        let mut cmd = Command::new(path);
-        cmd.args(["instance-00000001", "restore", "begin", "-"]).env("VIRT_PERF_HOOK_ROOT", root.path());
+        let mut cmd = clean_command(path, root.path(), &[]);
+        cmd.args(["instance-00000001", "restore", "begin", "-"]);
         let out = feed(cmd, DOMAIN);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out), expected(), "{}", path.display());
-        let mut cmd = Command::new(path);
-        cmd.args(["vm", "prepare", "begin", "-"]).env("VIRT_PERF_HOOK_ROOT", root.path());
+        let mut cmd = clean_command(path, root.path(), &[]);
+        cmd.args(["vm", "prepare", "begin", "-"]);
         let out = feed(cmd, DOMAIN);
         assert!(out.status.success() && out.stdout.is_empty());
     }
@@ -192,12 +190,7 @@ fn daemon_hook_always_exits_zero() {
 
 /// The shipped `hooks/qemu.d/virt-perf-hook` entry, pointed at the built binary (or at nothing).
 fn shell_entry(root: &TempDir, binary: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/qemu.d/virt-perf-hook");
-    let text = std::fs::read_to_string(src).unwrap().replace("/usr/bin/virt-perf-hook", binary);
-    let p = root.write("entry.sh", &text);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
+    shipped_entry("hooks/qemu.d/virt-perf-hook", &root.path().join("entry.sh"), binary)
 }
 
 #[test]
@@ -208,8 +201,8 @@ fn shipped_qemu_entry_script() {
     let root = TempDir::with_config("hook-entry", CFG);
     let entry = shell_entry(&root, BIN);
     let run = |args: &[&str], stdin: &str| {
-        let mut cmd = Command::new(&entry);
-        cmd.args(args).env("VIRT_PERF_HOOK_ROOT", root.path());
+        let mut cmd = clean_command(&entry, root.path(), &[]);
+        cmd.args(args);
         feed(cmd, stdin)
     };
     let out = run(&["instance-00000001", "restore", "begin", "-"], DOMAIN);
@@ -220,7 +213,7 @@ fn shipped_qemu_entry_script() {
 
     // Package removed but the entry left behind: the guest proceeds unchanged.
     let gone = shell_entry(&root, "/nonexistent/virt-perf-hook");
-    let mut cmd = Command::new(&gone);
+    let mut cmd = clean_command(&gone, root.path(), &[]);
     cmd.args(["vm", "restore", "begin", "-"]);
     let out = feed(cmd, DOMAIN);
     assert_eq!(out.status.code(), Some(0));

@@ -5,8 +5,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::common::*;
 use crate::skip;
@@ -17,78 +17,7 @@ const EVENTS_PINNED_FAIL: &str =
 const HOOK: &[&str] = &["qemu", "vm", "restore", "begin", "-"];
 const FILTER: &[&str] = &["filter", "-"];
 
-/// What `stdin` gets: bytes, or a generator writing to the pipe (returns bytes written).
-enum Input {
-    Bytes(Vec<u8>),
-    Stream(Box<dyn FnOnce(&mut dyn Write) -> u64 + Send>),
-}
-
-struct Run {
-    out: Output,
-    /// Bytes the writer managed to push before the child closed its stdin.
-    written: u64,
-    elapsed: Duration,
-}
-
-/// Runs the binary under `root` with a clean environment (PATH + `env`), killing it after
-/// `limit` (a hang is a failure too).
-fn run_limited(root: &Path, args: &[&str], env: &[(&str, &str)], input: Input, limit: Duration) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("VIRT_PERF_HOOK_ROOT", root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || match input {
-        Input::Bytes(b) => {
-            let mut n = 0u64;
-            for chunk in b.chunks(64 << 10) {
-                if stdin.write_all(chunk).is_err() {
-                    break;
-                }
-                n += chunk.len() as u64;
-            }
-            n
-        }
-        Input::Stream(f) => f(&mut stdin),
-    });
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stderr, &mut v);
-        v
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} still running after {limit:?} (killed): a hang on hostile input");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let elapsed = start.elapsed();
-    let written = writer.join().unwrap();
-    let out = Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() };
-    Run { out, written, elapsed }
-}
-
+/// `stdin` through the binary under `root`; a run longer than 60 s is a hang and fails.
 fn run_bytes(root: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
     run_limited(root, args, env, Input::Bytes(stdin.to_vec()), Duration::from_secs(60))
 }
@@ -315,11 +244,6 @@ fn config_refused(root: &Path, path: &Path, want: &str) {
     assert!(err.contains(path.to_str().unwrap()), "the message names the file: {err}");
     let r = run_bytes(root, HOOK, &env, DOMAIN.as_bytes());
     fails_open(&format!("hook with config {want}"), &r.out);
-}
-
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]

@@ -2,8 +2,6 @@
 //! that answers from fixture files and logs every argv, and `real_libvirtd_checks` for the e2e
 //! test (which owns the daemon).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
@@ -18,10 +16,6 @@ const ALL_EVENTS: [&str; 22] = [
     "task_clock", "page_faults", "context_switches", "cpu_migrations", "page_faults_min", "page_faults_maj",
     "alignment_faults", "emulation_faults",
 ];
-
-fn make_executable(p: &Path) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 /// `virsh perf` output with `on` enabled, formatted like virsh does (`%-15s: %s`).
 fn perf_output(on: &[&str]) -> String {
@@ -80,7 +74,7 @@ esac
 "#,
             dir.path().display()
         );
-        make_executable(&dir.write("virsh", &script));
+        dir.write_exec("virsh", &script);
         dir.write("version", "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.0\nRunning against daemon: 9.0.0\n");
         dir.write("list-all", "\n");
         dir.write("list-active", "\n");
@@ -312,9 +306,7 @@ printf '[%s]' "$@" > '{d}/argv'
 exec virsh -c "$uri" "$*; dumpxml {name}"
 "#
     );
-    let p = dir.write("virsh-wrapper", &script);
-    make_executable(&p);
-    p.to_str().unwrap().to_string()
+    dir.write_exec("virsh-wrapper", &script).to_str().unwrap().to_string()
 }
 
 fn guest_xml(name: &str, perf: &str) -> String {
@@ -384,8 +376,7 @@ fn define_passes_virsh_errors_through() {
         skipping(&format!("part of {}", module_path!()), "virsh not installed (apt-get install libvirt-clients)");
     }
     // Any exit status passes through, not just 1.
-    let fake = root.write("exit3", "#!/bin/sh\necho 'error: pretend failure' >&2\nexit 3\n");
-    make_executable(&fake);
+    let fake = root.write_exec("exit3", "#!/bin/sh\necho 'error: pretend failure' >&2\nexit 3\n");
     let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", fake.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).starts_with("error: pretend failure\n"), "{}", stderr(&out));
