@@ -7,7 +7,7 @@
 //! foreign or symlinked file is ignored and replaced (rename replaces a symlink, never writes
 //! through it). Nothing is fsynced: a file lost in a crash is simply rebuilt.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
 use crate::detect::Source;
+use crate::fsutil::{self, Untrusted};
 use crate::paths::Paths;
 use crate::probe;
 use crate::version::Version;
@@ -101,6 +102,9 @@ pub enum Loaded {
     Missing,
     /// Unreadable, corrupt, foreign or a symlink: ignored, and replaced on the next write.
     Ignored(String),
+    /// The directory or file is open to others (owner, mode, symlinked dir): someone else may
+    /// have written it, so it is ignored and never written; says what and how to fix it.
+    Untrusted(String),
     Found(State),
 }
 
@@ -114,28 +118,45 @@ impl Loaded {
 }
 
 pub fn load(paths: &Paths) -> Loaded {
+    let dir = paths.cache_dir();
+    match fsutil::trusted_dir(&dir) {
+        Ok(()) => {}
+        Err(Untrusted::Missing) => return Loaded::Missing,
+        Err(why @ (Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_))) => {
+            return untrusted(&dir, &why, &dir_fix(&dir, &why))
+        }
+        // Nothing can be read there, and writes fail on it (reported as unwritable).
+        Err(why) => return Loaded::Ignored(format!("{} {why}", dir.display())),
+    }
     let path = paths.state_file();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(&path);
-    let file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Loaded::Ignored("is a symlink".into()),
-        Err(e) => return Loaded::Ignored(format!("cannot open: {e}")),
-    };
-    match file.metadata() {
-        Ok(m) if !m.is_file() => return Loaded::Ignored("is not a regular file".into()),
-        Ok(m) if m.len() > MAX_BYTES => return Loaded::Ignored(format!("is {} bytes, too large", m.len())),
-        Ok(_) => {}
-        Err(e) => return Loaded::Ignored(format!("cannot stat: {e}")),
+    match fsutil::read_trusted(&path, MAX_BYTES) {
+        Ok(text) => parse(&text),
+        Err(Untrusted::Missing) => Loaded::Missing,
+        Err(why @ Untrusted::Owner(_)) => untrusted(&path, &why, &format!("chown root {}", path.display())),
+        Err(why @ Untrusted::Writable(_)) => untrusted(&path, &why, &format!("chmod go-w {}", path.display())),
+        // A symlink or junk in our own trusted directory: replaced by the next write's rename.
+        Err(why) => Loaded::Ignored(why.to_string()),
     }
-    let mut text = String::new();
-    if let Err(e) = file.take(MAX_BYTES).read_to_string(&mut text) {
-        return Loaded::Ignored(format!("cannot read: {e}"));
+}
+
+static WARNED_UNTRUSTED: AtomicBool = AtomicBool::new(false);
+
+fn untrusted(path: &Path, why: &Untrusted, fix: &str) -> Loaded {
+    let msg = format!("{} {why}; not using or writing the cache ({fix})", path.display());
+    if !WARNED_UNTRUSTED.swap(true, Ordering::Relaxed) {
+        log::warn!("cache {msg}");
     }
-    parse(&text)
+    Loaded::Untrusted(msg)
+}
+
+/// What to run so the cache directory is trusted again.
+fn dir_fix(dir: &Path, why: &Untrusted) -> String {
+    let d = dir.display();
+    match why {
+        Untrusted::Symlink => format!("replace the symlink with a directory: rm {d}; virt-perf-hook refresh"),
+        Untrusted::Owner(_) => format!("chown root {d}"),
+        _ => format!("chmod 700 {d}"),
+    }
 }
 
 fn parse(text: &str) -> Loaded {
@@ -209,14 +230,12 @@ fn ensure_dir(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
     }
-    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
-    if !m.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    if m.mode() & 0o022 != 0 {
-        return Err(format!("{} is writable by group or others (chmod 700 it)", dir.display()));
-    }
-    Ok(())
+    fsutil::trusted_dir(dir).map_err(|why| match why {
+        Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_) => {
+            format!("{} {why} ({})", dir.display(), dir_fix(dir, &why))
+        }
+        _ => format!("{} {why}", dir.display()),
+    })
 }
 
 /// Whether the cache dir could be written (for `check`), without writing.
@@ -312,6 +331,29 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
         assert!(!std::fs::symlink_metadata(&f).unwrap().file_type().is_symlink());
         assert_eq!(load(&paths), Loaded::Found(state));
+        let _ = std::fs::remove_dir_all(paths.root());
+    }
+
+    #[test]
+    fn open_dir_or_file_is_untrusted_and_not_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let paths = fake_root("trust");
+        let state = sample(&paths);
+        store(&paths, &state).unwrap();
+        let set = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        set(&paths.state_file(), 0o666);
+        match load(&paths) {
+            Loaded::Untrusted(why) => assert!(why.contains("writable by group or others") && why.contains("chmod go-w"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        set(&paths.state_file(), 0o644);
+        assert_eq!(load(&paths), Loaded::Found(state.clone()));
+        set(&paths.cache_dir(), 0o777);
+        match load(&paths) {
+            Loaded::Untrusted(why) => assert!(why.contains("chmod 700"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(store(&paths, &state).unwrap_err().contains("chmod 700"));
         let _ = std::fs::remove_dir_all(paths.root());
     }
 

@@ -1,7 +1,5 @@
 //! The JSON config: strict, with errors that name the key or event and suggest near misses.
 
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -121,47 +119,29 @@ impl Config {
 }
 
 fn read_strict(path: &Path) -> Result<String> {
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-
-    let fd = open(path, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK, Mode::empty())
-        .map_err(|errno| match errno {
-            nix::errno::Errno::ELOOP => {
-                Error::config(path, "is a symlink; refusing it (point --config at the real file)")
-            }
-            nix::errno::Errno::ENOENT => Error::config(
-                path,
-                "not found (create it, e.g. {\"enabled_perf_events\": [\"page_faults\"]}, or pass --config)",
-            ),
-            e => Error::io(path, "open config", std::io::Error::from(e)),
-        })?;
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|e| Error::io(path, "stat config", e))?;
-    if meta.is_dir() {
-        return Err(Error::config(path, "is a directory, not a JSON file"));
-    }
-    if !meta.is_file() {
-        return Err(Error::config(path, "is not a regular file"));
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(Error::config(
+    use crate::fsutil::{read_trusted, Step, Untrusted};
+    read_trusted(path, MAX_CONFIG_BYTES).map_err(|why| match why {
+        Untrusted::Symlink => Error::config(path, "is a symlink; refusing it (point --config at the real file)"),
+        Untrusted::Missing => Error::config(
             path,
-            format!("is owned by uid {}, not root; refusing it (chown root {})", meta.uid(), path.display()),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(Error::config(
+            "not found (create it, e.g. {\"enabled_perf_events\": [\"page_faults\"]}, or pass --config)",
+        ),
+        Untrusted::Directory => Error::config(path, "is a directory, not a JSON file"),
+        Untrusted::NotRegular | Untrusted::NotDirectory => Error::config(path, "is not a regular file"),
+        Untrusted::Owner(uid) => Error::config(
             path,
-            format!("is writable by group or others (mode {:o}); refusing it (chmod go-w {})", meta.mode() & 0o7777, path.display()),
-        ));
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(Error::config(path, format!("is {} bytes; a config is at most {MAX_CONFIG_BYTES}", meta.len())));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut buf).map_err(|e| Error::io(path, "read config", e))?;
-    String::from_utf8(buf).map_err(|_| Error::config(path, "is not UTF-8 text"))
+            format!("is owned by uid {uid}, not root; refusing it (chown root {})", path.display()),
+        ),
+        Untrusted::Writable(mode) => Error::config(
+            path,
+            format!("is writable by group or others (mode {mode:o}); refusing it (chmod go-w {})", path.display()),
+        ),
+        Untrusted::TooLarge(n) => Error::config(path, format!("is {n} bytes; a config is at most {MAX_CONFIG_BYTES}")),
+        Untrusted::NotUtf8 => Error::config(path, "is not UTF-8 text"),
+        Untrusted::Io(Step::Open, e) => Error::io(path, "open config", e),
+        Untrusted::Io(Step::Stat, e) => Error::io(path, "stat config", e),
+        Untrusted::Io(Step::Read, e) => Error::io(path, "read config", e),
+    })
 }
 
 fn parse_events(val: &Value) -> std::result::Result<Vec<&'static str>, String> {

@@ -73,8 +73,9 @@ pub enum Mode {
 /// What the cache was found as, and what was done to it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CacheReport {
-    /// `fresh`, `stale`, `missing`, `ignored` (corrupt, foreign, symlink), `unwritable` or
-    /// `unused` (version pinned and probe off: nothing to cache).
+    /// `fresh`, `stale`, `missing`, `ignored` (corrupt, foreign, symlink), `untrusted` (open to
+    /// others: neither used nor written), `unwritable` or `unused` (version pinned and probe
+    /// off: nothing to cache).
     pub state: &'static str,
     /// One line for humans: why stale/ignored/unwritable, and whether it was rewritten.
     pub detail: String,
@@ -187,11 +188,12 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
     let (state, why) = match loaded {
         Loaded::Missing => ("missing", String::new()),
         Loaded::Ignored(why) => ("ignored", why.clone()),
+        Loaded::Untrusted(why) => ("untrusted", why.clone()),
         Loaded::Found(_) if force => ("stale", "refresh requested".to_string()),
         Loaded::Found(_) if !stale.is_empty() => ("stale", stale.join("; ")),
         Loaded::Found(_) => ("fresh", String::new()),
     };
-    let must_write = new != old || !matches!(loaded, Loaded::Found(_)) || force;
+    let must_write = (new != old || !matches!(loaded, Loaded::Found(_)) || force) && state != "untrusted";
     let written = if must_write && (new.version.is_some() || new.probe.is_some() || force) {
         Some(cache::store(paths, new))
     } else {
@@ -210,6 +212,7 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
             push(&e);
             return CacheReport { state: "unwritable", detail };
         }
+        None if state == "untrusted" => {}
         None if state != "fresh" => push("nothing to cache yet"),
         None => {}
     }

@@ -18,6 +18,7 @@ pub mod detect;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod fsutil;
 pub mod hook;
 pub mod host;
 pub mod logging;

@@ -165,6 +165,8 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     match a.cache.state {
         // The tool works without a cache; it only detects on every call.
         "unwritable" => items.note("cache", cache_msg),
+        // Someone else could have written it; the fix is in the message.
+        "untrusted" => items.problem("cache", cache_msg),
         _ => items.ok("cache", cache_msg),
     }
     if !cfg.host_probe {

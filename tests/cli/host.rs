@@ -340,3 +340,32 @@ fn another_boot_reprobes() {
     assert!(c["cache"]["detail"].as_str().unwrap().contains("rebooted"), "{c}");
     assert_eq!(state(t.path())["probe"]["boot_id"], "6f1c1d1e-0000-4000-8000-000000000002");
 }
+
+/// A cache others can write is not believed: a forged "cpu_cycles opens" would make the root
+/// hook add an event the host cannot open, and the guest would fail to start.
+#[test]
+fn untrusted_cache_is_ignored_and_not_written() {
+    for (what, mode_of) in [("dir 0777", "var/cache/virt-perf-hook"), ("state.json 0666", "var/cache/virt-perf-hook/state.json")] {
+        let t = fake_host("untrusted", Some(r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#), Some("libvirt.so.0.9000.0"));
+        assert!(run_in(t.path(), &["refresh"], "").status.success());
+        let f = t.path().join("var/cache/virt-perf-hook/state.json");
+        let mut s = state(t.path());
+        s["probe"]["results"]["cpu_cycles"] = Value::Null;
+        std::fs::write(&f, serde_json::to_string(&s).unwrap()).unwrap();
+        let mode = if mode_of.ends_with(".json") { 0o666 } else { 0o777 };
+        std::fs::set_permissions(t.path().join(mode_of), std::fs::Permissions::from_mode(mode)).unwrap();
+
+        let out = run_in(t.path(), &["filter"], DOMAIN);
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("cpu_cycles"), "{what}: the forged probe was believed");
+        let err = stderr(&out);
+        assert_eq!(err.matches("writable by group or others").count(), 1, "{what}: one warning: {err}");
+        assert!(err.contains(&t.path().join(mode_of).display().to_string()), "{what}: names the path: {err}");
+
+        let out = run_in(t.path(), &["check"], "");
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let fix = if mode == 0o777 { "chmod 700" } else { "chmod go-w" };
+        assert!(stdout(&out).lines().any(|l| l.starts_with("problem") && l.contains("untrusted") && l.contains(fix)), "{what}: {}", stdout(&out));
+        assert_eq!(state(t.path()), s, "{what}: the untrusted cache was written");
+    }
+}
