@@ -81,8 +81,10 @@ impl CachedVersion {
 
 impl CachedProbe {
     pub fn stale_reason(&self, boot_id: Option<&str>) -> Option<String> {
-        if boot_id != Some(self.boot_id.as_str()) {
-            return Some("host rebooted since the probe".to_string());
+        match boot_id {
+            None => return Some("boot id unreadable, so the probe cannot be tied to this boot".to_string()),
+            Some(b) if b != self.boot_id => return Some("host rebooted since the probe".to_string()),
+            Some(_) => {}
         }
         let complete = crate::events::CATALOG.iter().all(|e| self.results.contains_key(e.name));
         (!complete).then(|| "probe lacks events".to_string())
@@ -160,15 +162,15 @@ fn dir_fix(dir: &Path, why: &Untrusted) -> String {
 }
 
 fn parse(text: &str) -> Loaded {
-    // The format is checked first so a future layout reads as foreign, not as corrupt.
-    let format = serde_json::from_str::<serde_json::Value>(text).map(|v| v.get("format").and_then(|f| f.as_u64()));
-    match format {
-        Err(e) => Loaded::Ignored(format!("corrupt: {e}")),
-        Ok(Some(f)) if f == u64::from(FORMAT) => match serde_json::from_str::<State>(text) {
-            Ok(s) => Loaded::Found(s),
-            Err(e) => Loaded::Ignored(format!("corrupt: {e}")),
+    let foreign = |f: Option<u64>| Loaded::Ignored(format!("foreign format {f:?}, expected {FORMAT}"));
+    match serde_json::from_str::<State>(text) {
+        Ok(state) if state.format == FORMAT => Loaded::Found(state),
+        Ok(state) => foreign(Some(u64::from(state.format))),
+        // Parsed again only to tell a future layout (foreign) from a broken file (corrupt).
+        Err(e) => match serde_json::from_str::<serde_json::Value>(text).map(|v| v.get("format").and_then(|f| f.as_u64())) {
+            Ok(f) if f != Some(u64::from(FORMAT)) => foreign(f),
+            _ => Loaded::Ignored(format!("corrupt: {e}")),
         },
-        Ok(other) => Loaded::Ignored(format!("foreign format {other:?}, expected {FORMAT}")),
     }
 }
 
@@ -289,7 +291,7 @@ mod tests {
         let p = got.probe.as_ref().unwrap();
         assert_eq!(p.stale_reason(Some("b1")), None);
         assert!(p.stale_reason(Some("b2")).unwrap().contains("rebooted"));
-        assert!(p.stale_reason(None).is_some());
+        assert!(p.stale_reason(None).unwrap().contains("boot id unreadable"));
 
         // A package upgrade rewrites the file (identity changes), or removes it.
         std::fs::write(&v.path, "new contents").unwrap();

@@ -130,7 +130,7 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
             match cached {
                 Some((c, None)) => Detected { version: Some(c.version), source: c.source, path: Some(c.path.clone()) },
                 other => {
-                    stale.extend(other.and_then(|(_, why)| why));
+                    stale.push(other.and_then(|(_, why)| why).unwrap_or_else(|| "no version cached".to_string()));
                     let d = detect::detect(paths);
                     state.version = cache_entry(&d);
                     d
@@ -151,7 +151,7 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
         match cached {
             Some((c, None)) => c.results.clone(),
             other => {
-                stale.extend(other.and_then(|(_, why)| why));
+                stale.push(other.and_then(|(_, why)| why).unwrap_or_else(|| "no probe cached".to_string()));
                 let results = probe::probe_all(paths);
                 // Without a boot id the probe cannot be keyed, so it is not kept.
                 state.probe = boot.map(|boot_id| CachedProbe { boot_id, results: results.clone() });
@@ -185,6 +185,7 @@ fn cache_entry(d: &Detected) -> Option<CachedVersion> {
 
 /// Writes the state when it changed (or was unreadable) and says what the cache was and is.
 fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale: &[String], force: bool) -> CacheReport {
+    // "fresh" only when nothing had to be detected or probed again.
     let (state, why) = match loaded {
         Loaded::Missing => ("missing", String::new()),
         Loaded::Ignored(why) => ("ignored", why.clone()),
@@ -213,7 +214,8 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
             return CacheReport { state: "unwritable", detail };
         }
         None if state == "untrusted" => {}
-        None if state != "fresh" => push("nothing to cache yet"),
+        None if state != "fresh" && new.version.is_none() && new.probe.is_none() => push("nothing to cache yet"),
+        None if state != "fresh" => push("unchanged"),
         None => {}
     }
     if state != "fresh" {

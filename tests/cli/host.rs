@@ -369,3 +369,19 @@ fn untrusted_cache_is_ignored_and_not_written() {
         assert_eq!(state(t.path()), s, "{what}: the untrusted cache was written");
     }
 }
+
+/// The cache label says what happened: a cache without a version is not "fresh" when the
+/// version had to be detected (and written) this time.
+#[test]
+fn cache_without_a_version_is_reported_stale() {
+    let t = fake_host("noversion", Some(CONFIG), None);
+    let (_, c) = check_json(t.path());
+    assert_eq!(c["version"], Value::Null);
+    assert_eq!(state(t.path())["version"], Value::Null, "only the probe is cached");
+    t.write(&format!("{LIB_DIR}/libvirt.so.0.9000.0"), "");
+    let (_, c) = check_json(t.path());
+    assert_eq!(c["version"], "9.0.0");
+    assert_eq!(c["cache"]["state"], "stale", "{c}");
+    assert_eq!(c["cache"]["detail"], "no version cached; rewritten", "{c}");
+    assert_eq!(check_json(t.path()).1["cache"]["state"], "fresh");
+}
