@@ -17,6 +17,8 @@ pub enum Source {
     Pin,
     Library,
     Daemon,
+    /// `virsh version --daemon` (define/apply); never cached.
+    Virsh,
     Unknown,
 }
 
@@ -33,6 +35,10 @@ impl Detected {
         Detected { version: Some(v), source: Source::Pin, path: None }
     }
 
+    pub fn reported(v: Version) -> Self {
+        Detected { version: Some(v), source: Source::Virsh, path: None }
+    }
+
     pub fn unknown() -> Self {
         Detected { version: None, source: Source::Unknown, path: None }
     }
@@ -42,6 +48,7 @@ impl Detected {
         let path = self.path.as_deref().map(Path::display);
         match (self.source, path) {
             (Source::Pin, _) => "config pin".to_string(),
+            (Source::Virsh, _) => "virsh version --daemon".to_string(),
             (Source::Library, Some(p)) => format!("library file {p}"),
             (Source::Daemon, Some(p)) => format!("{p} --version"),
             _ => "unknown".to_string(),

@@ -33,7 +33,8 @@ pub struct Plan {
 pub type ProbeResult = Result<(), String>;
 
 /// The pure core: filter the configured events by libvirt version and host support.
-/// `probe` is `None` when probing is disabled (`host_probe: false`).
+/// `probe` gives why an event cannot be used on the host (the whole reason), `None` when
+/// probing is disabled (`host_probe: false`).
 pub fn plan_with(
     cfg: &Config,
     version: Option<Version>,
@@ -47,9 +48,7 @@ pub fn plan_with(
     for ev in configured {
         let reason = match version {
             None => Some("libvirt version unknown (set \"libvirt_version\" in the config or install libvirt)".to_string()),
-            Some(v) => ev
-                .unsupported_by(v)
-                .or_else(|| probe.and_then(|p| p(ev).err()).map(|why| format!("the host cannot open it: {why}"))),
+            Some(v) => ev.unsupported_by(v).or_else(|| probe.and_then(|p| p(ev).err())),
         };
         match reason {
             None => plan.add.push(ev.name),
@@ -99,6 +98,46 @@ pub fn plan(paths: &Paths, cfg: &Config) -> Plan {
     assess(paths, cfg, Mode::Plan).plan
 }
 
+/// A libvirt version reported by the daemon (through virsh), with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub version: Version,
+    /// For messages, e.g. `virsh -c URI version --daemon`.
+    pub source: String,
+}
+
+/// Whose libvirt and kernel a plan is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// This host: the version from the pin, the cache or detection.
+    Local,
+    /// This host, with the version its daemon reported; probed (and cached) here.
+    LocalReported(Reported),
+    /// Another host: its kernel cannot be probed from here, and this host's cache says
+    /// nothing about it.
+    Remote(Reported),
+}
+
+/// Why hardware and RDT events are dropped for a remote host.
+pub const REMOTE_NO_PROBE: &str = "cannot probe the remote host; set \"host_probe\": false to trust it";
+
+/// The plan for `target`.
+pub fn plan_for(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
+    match target {
+        Target::Local => plan(paths, cfg),
+        Target::LocalReported(r) => assess_with(paths, cfg, Mode::Plan, Some(r)).plan,
+        Target::Remote(r) => {
+            // Software events are kernel counters every Linux host with perf has.
+            let remote = |ev: &Event| match ev.kind {
+                events::Kind::Software => Ok(()),
+                _ => Err(REMOTE_NO_PROBE.to_string()),
+            };
+            let probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&remote) } else { None };
+            plan_with(cfg, Some(r.version), &r.source, probe)
+        }
+    }
+}
+
 /// Re-detect the version and re-probe the host, rewriting the cache (daemon hook, `refresh`).
 /// An unwritable cache is logged, not an error: the tool works without it.
 pub fn refresh(paths: &Paths, cfg: &Config) -> crate::error::Result<()> {
@@ -109,11 +148,20 @@ pub fn refresh(paths: &Paths, cfg: &Config) -> crate::error::Result<()> {
 static WARNED_UNKNOWN: AtomicBool = AtomicBool::new(false);
 
 pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
+    assess_with(paths, cfg, mode, None)
+}
+
+/// [`assess`], with the version `reported` by the daemon instead of the pin or detection.
+fn assess_with(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reported>) -> Assessment {
     let want_probe = cfg.host_probe || mode != Mode::Plan;
-    if let (Some(v), false) = (cfg.libvirt_version, want_probe) {
+    let given = match reported {
+        Some(r) => Some((Detected::reported(r.version), r.source.clone())),
+        None => cfg.libvirt_version.map(|v| (Detected::pin(v), "config pin".to_string())),
+    };
+    if let (Some((detected, source)), false) = (&given, want_probe) {
         // Nothing to detect, nothing to probe: leave the cache alone entirely.
-        let detected = Detected::pin(v);
-        let plan = plan_with(cfg, detected.version, &detected.describe(), None);
+        let detected = detected.clone();
+        let plan = plan_with(cfg, detected.version, source, None);
         let cache = CacheReport { state: "unused", detail: "version pinned and host_probe off".into() };
         return Assessment { plan, detected, probe: None, cache };
     }
@@ -123,8 +171,9 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
     let force = mode == Mode::Refresh;
     let mut stale: Vec<String> = Vec::new();
 
-    let detected = match cfg.libvirt_version {
-        Some(v) => Detected::pin(v),
+    let source = given.as_ref().map(|(_, s)| s.clone());
+    let detected = match given {
+        Some((d, _)) => d,
         None => {
             let cached = state.version.as_ref().filter(|_| !force).map(|c| (c, c.stale_reason()));
             match cached {
@@ -161,9 +210,10 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
     });
 
     let cache = cache_report(paths, &loaded, &old, &state, &stale, force);
-    let lookup = |ev: &Event| probe_result(probe.as_ref(), ev.name);
+    let lookup = |ev: &Event| probe_result(probe.as_ref(), ev.name).map_err(|why| format!("the host cannot open it: {why}"));
     let use_probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&lookup) } else { None };
-    let plan = plan_with(cfg, detected.version, &detected.describe(), use_probe);
+    let source = source.unwrap_or_else(|| detected.describe());
+    let plan = plan_with(cfg, detected.version, &source, use_probe);
     Assessment { plan, detected, probe, cache }
 }
 
@@ -256,6 +306,20 @@ mod tests {
         let probe = |e: &Event| if e.kind == events::Kind::Hardware { Err("ENOENT".to_string()) } else { Ok(()) };
         let p = plan_with(&c, Some(Version::new(9, 0, 0)), "pin", Some(&probe));
         assert_eq!(p.add, vec!["page_faults"]);
-        assert_eq!(p.dropped[0].reason, "the host cannot open it: ENOENT");
+        assert_eq!(p.dropped[0].reason, "ENOENT");
+    }
+
+    #[test]
+    fn remote_target_is_not_probed_here() {
+        let paths = Paths::new(std::env::temp_dir().join(format!("vph-host-remote-{}", std::process::id())));
+        let r = Reported { version: Version::new(9, 0, 0), source: "virsh -c qemu+ssh://h/system version --daemon".into() };
+        let c = cfg(&["page_faults", "cpu_cycles", "cmt"]);
+        let p = plan_for(&paths, &c, &Target::Remote(r.clone()));
+        assert_eq!(p.add, vec!["page_faults"]);
+        assert!(p.dropped.iter().all(|d| d.reason == REMOTE_NO_PROBE), "{p:?}");
+        assert_eq!(p.version_source, r.source);
+        assert!(!paths.root().exists(), "nothing local was touched");
+        let trusting = Config { host_probe: false, ..c };
+        assert_eq!(plan_for(&paths, &trusting, &Target::Remote(r)).add, vec!["cmt", "cpu_cycles", "page_faults"]);
     }
 }

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use crate::cli::{self, Ctx};
 use crate::config::{printable, Config, Existing};
 use crate::error::{exit, one_line, Error, Result};
-use crate::filter;
-use crate::host::{self, Dropped, Plan};
+use crate::filter::Filtered;
+use crate::host::{self, Dropped, Plan, Reported, Target};
 use crate::rewrite::Document;
 use crate::version::Version;
 
@@ -44,8 +44,8 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = cli::read_input(Some(&o.input))?;
     let virsh = Virsh::from_env(o.connect.clone());
-    let cfg = virsh.pin_version(cfg)?;
-    let result = filter::filter(&ctx.paths, &cfg, &xml, None)?;
+    let target = virsh.target(&cfg)?;
+    let result = rewrite_for(&ctx.paths, &cfg, &target, &xml)?;
     result.log("define: ");
     let text = result.xml().unwrap_or(&xml);
     // A private file rather than /dev/stdin: works for every virsh and leaves stdin alone.
@@ -76,8 +76,7 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
 pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let virsh = Virsh::from_env(o.connect.clone());
-    let cfg = virsh.pin_version(cfg)?;
-    let plan = host::plan(&ctx.paths, &cfg);
+    let plan = host::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
     }
@@ -109,6 +108,29 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
         return Ok(exit::FAILURE);
     }
     Ok(exit::OK)
+}
+
+/// [`filter::filter`] with the plan for `target` (filter's own plan is always this host's).
+fn rewrite_for(paths: &crate::paths::Paths, cfg: &Config, target: &Target, xml: &str) -> Result<Filtered> {
+    let doc = Document::parse(xml)?;
+    let domain = doc.name().unwrap_or_default().to_string();
+    if !cfg.domains.selects(&domain) {
+        log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
+        return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
+    }
+    let plan = host::plan_for(paths, cfg, target);
+    let outcome = doc.rewrite(&plan.add, cfg.existing)?;
+    Ok(Filtered { domain, outcome: Some(outcome), plan })
+}
+
+/// Whether `uri` names another host: it has a host part (`qemu+ssh://host2/system`). Local
+/// URIs have none (`qemu:///system`, `test:///default`). Anything else, such as a libvirt.conf
+/// alias, may point anywhere, so it counts as remote (that only drops hardware events).
+pub fn is_remote_uri(uri: &str) -> bool {
+    match uri.split_once("://") {
+        Some((scheme, rest)) if !scheme.is_empty() => !(rest.is_empty() || rest.starts_with(['/', '?'])),
+        _ => true,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,25 +438,49 @@ impl Virsh {
         Ok(Ok(state))
     }
 
-    /// The config with `libvirt_version` set from the daemon virsh talks to, unless pinned.
-    /// Outside a hook asking libvirt is safe, and with `--connect` it is the only right answer.
-    fn pin_version(&self, mut cfg: Config) -> Result<Config> {
-        if cfg.libvirt_version.is_some() {
-            return Ok(cfg);
-        }
+    /// Whose libvirt the plan is for, with the version from the pin or from the daemon virsh
+    /// talks to (outside a hook asking libvirt is safe). For a remote host nothing local
+    /// (probe, cache, library files) applies, so its version must come from virsh.
+    fn target(&self, cfg: &Config) -> Result<Target> {
+        let remote = self.connect.as_deref().is_some_and(is_remote_uri);
+        let reported = match cfg.libvirt_version {
+            Some(version) => Some(Reported { version, source: "config pin".into() }),
+            None => self.daemon_version(remote)?,
+        };
+        Ok(match (remote, reported) {
+            (true, Some(r)) => Target::Remote(r),
+            (false, Some(r)) if cfg.libvirt_version.is_none() => Target::LocalReported(r),
+            _ => Target::Local,
+        })
+    }
+
+    /// `virsh version --daemon`. A local daemon that does not answer leaves local detection;
+    /// a remote one is an error (this host's libvirt says nothing about it).
+    fn daemon_version(&self, remote: bool) -> Result<Option<Reported>> {
         let out = self.run(&["version", "--daemon"])?;
         match parse_version(&out.stdout) {
-            Some(v) if out.success() => {
-                log::info!("libvirt {v}{} (from virsh version)", self.on());
-                cfg.libvirt_version = Some(v);
+            Some(version) if out.success() => {
+                let source = format!("virsh{} version --daemon", self.connect.as_ref().map(|u| format!(" -c {u}")).unwrap_or_default());
+                log::info!("libvirt {version} (from {source})");
+                Ok(Some(Reported { version, source }))
             }
-            _ => log::warn!(
-                "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
-                self.on(),
-                out.message()
-            ),
+            _ if remote => Err(Error::Command {
+                what: format!("virsh version{}", self.on()),
+                code: exit::FAILURE,
+                msg: format!(
+                    "{}; cannot tell the remote libvirt version (fix the connection, or set \"libvirt_version\" in the config)",
+                    out.message()
+                ),
+            }),
+            _ => {
+                log::warn!(
+                    "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
+                    self.on(),
+                    out.message()
+                );
+                Ok(None)
+            }
         }
-        Ok(cfg)
     }
 }
 
@@ -497,6 +543,16 @@ mod tests {
         assert_eq!(parse_version("Using library: libvirt 10.10.0\n"), Some(Version::new(10, 10, 0)));
         assert_eq!(parse_version("Running hypervisor: QEMU 7.2.0\n"), None);
         assert_eq!(parse_version(""), None);
+    }
+
+    #[test]
+    fn remote_uris() {
+        for local in ["qemu:///system", "qemu:///session", "test:///default", "test:///tmp/x.xml", "qemu+unix:///system?socket=/s", "qemu://"] {
+            assert!(!is_remote_uri(local), "{local}");
+        }
+        for remote in ["qemu+ssh://host2/system", "qemu+tcp://h/system", "qemu://h/system", "qemu+ssh://root@h:22/system", "myalias", ""] {
+            assert!(is_remote_uri(remote), "{remote}");
+        }
     }
 
     #[test]

@@ -490,3 +490,54 @@ pub fn real_libvirtd_checks(uri: &str) {
         assert_eq!(row(&out, n).0, "ok", "{}", stdout(&out));
     }
 }
+
+/// A host part in the URI means another host: nothing probed or cached here applies to it.
+#[test]
+fn apply_remote_uses_no_local_probe_or_cache() {
+    let f = FakeVirsh::new("fake-remote");
+    f.domain("vm", "", &[], &[]);
+    let root = TempDir::with_config("remote", r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#);
+    // This host's libvirt (2.0.0) would drop both events: it must not be consulted.
+    root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.2000.0", "");
+    let out = run_with(root.path(), &["apply", "--connect", "qemu+tcp://h/system", "vm"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want = "not enabling cpu_cycles: cannot probe the remote host; set \"host_probe\": false to trust it";
+    assert!(stderr(&out).contains(want), "{}", stderr(&out));
+    assert_eq!(row(&out, "vm"), ("changed".into(), "enabled page_faults (config)".into()));
+    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+}
+
+#[test]
+fn remote_version_failure_is_an_error_local_falls_back() {
+    let f = FakeVirsh::new("fake-nover");
+    f.domain("vm", "", &[], &[]);
+    std::fs::remove_file(f.dir.path().join("version")).unwrap();
+    let root = TempDir::with_config("nover", r#"{"enabled_perf_events": ["page_faults"], "host_probe": false}"#);
+    root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0", "");
+    let out = run_with(root.path(), &["apply", "--connect", "qemu+ssh://host2/system", "vm"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot tell the remote libvirt version"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(f.log().len(), 1, "only 'version' ran: {:?}", f.log());
+    let out = run_with(root.path(), &["apply", "--connect", "test:///default", "vm"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("detecting it locally"), "{}", stderr(&out));
+    assert_eq!(row(&out, "vm"), ("changed".into(), "enabled page_faults (config)".into()));
+}
+
+#[test]
+fn define_remote_keeps_only_software_events() {
+    let root = TempDir::with_config("define-remote", r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#);
+    let d = root.path().display();
+    let fake = root.write_exec(
+        "virsh",
+        &format!("#!/bin/sh\nshift 2\ncase $1 in\n  version) echo 'Running against daemon: 9.0.0';;\n  define) for a in \"$@\"; do :; done; cp \"$a\" '{d}/received.xml';;\nesac\n"),
+    );
+    let out = run_with(root.path(), &["define", "--connect", "qemu+ssh://host2/system", "-"], DOMAIN, &[("VIRSH", fake.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = std::fs::read_to_string(root.path().join("received.xml")).unwrap();
+    assert!(got.contains("<event name='page_faults' enabled='yes'/>"), "{got}");
+    assert!(!got.contains("cpu_cycles"), "{got}");
+    assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
+    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+}
