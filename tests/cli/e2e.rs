@@ -222,6 +222,5 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     virsh_ok(&["undefine", GUEST, "--managed-save"]);
 
     // define/apply against the same daemon.
-    // define/apply against the same daemon.
     crate::virsh::real_libvirtd_checks(URI);
 }

@@ -277,12 +277,10 @@ fn config_world_or_group_writable_is_refused() {
 fn config_special_files_are_refused() {
     let root = TempDir::new("cfgfifo");
     let fifo = root.path().join("config.json");
-    let ok = Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
-    if ok {
-        set_mode(&fifo, 0o644);
-        // Must not block opening or reading a FIFO nobody writes to.
-        config_refused(root.path(), &fifo, "not a regular file");
-    }
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success(), "mkfifo {}", fifo.display());
+    set_mode(&fifo, 0o644);
+    // Must not block opening or reading a FIFO nobody writes to.
+    config_refused(root.path(), &fifo, "not a regular file");
     config_refused(root.path(), Path::new("/dev/null"), "not a regular file");
 }
 
@@ -305,7 +303,7 @@ fn config_not_owned_by_root_is_refused() {
 /// `<root>/var/cache/virt-perf-hook/state.json` is a symlink (to a file with content, and
 /// dangling). No command may write through it, create its target, or block on it: the cache
 /// is written by root for every guest, so following a planted link would let anyone who can
-/// write there clobber any file. (Until src/cache.rs lands this passes trivially.)
+/// write there clobber any file.
 #[test]
 fn cache_state_symlink_is_never_followed() {
     let root = TempDir::new("cachelink");
@@ -317,13 +315,9 @@ fn cache_state_symlink_is_never_followed() {
     let victim = root.write("victim.json", "precious\n");
     let planted: PathBuf = root.path().join("planted.json");
     let fifo = root.path().join("fifo");
-    let have_fifo = Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
-
-    let mut targets = vec![victim.clone(), planted.clone()];
-    if have_fifo {
-        // Opening a FIFO through the link would block: caught by the time limit below.
-        targets.push(fifo.clone());
-    }
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success(), "mkfifo {}", fifo.display());
+    // Opening the FIFO through the link would block: caught by the time limit below.
+    let targets = [victim.clone(), planted.clone(), fifo.clone()];
     let calls: &[(&[&str], &str)] = &[
         (&["refresh"], ""),
         (&["check"], ""),
