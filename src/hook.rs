@@ -53,22 +53,24 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     let config_path = cli::config_path(&paths, config_flag);
     let domain = args.first().map(String::as_str).unwrap_or("-");
     let cfg = Config::load(&config_path);
-    let on_error = cfg.as_ref().map(|c| c.on_error).unwrap_or(OnError::Pass);
-    let result = match kind {
-        Kind::Qemu => cfg.and_then(|cfg| qemu_rewrite(&paths, &cfg, domain, op)),
-        // The version and probe do not depend on the config: refresh them even without one.
-        Kind::Daemon => {
-            if let Err(e) = &cfg {
+    if kind == Kind::Daemon {
+        // The version and probe do not depend on the config (only a pin): refresh them even
+        // without one. Nothing here can fail the daemon.
+        let pin = match &cfg {
+            Ok(cfg) => cfg.libvirt_version,
+            Err(e) => {
                 log::warn!("daemon {op}: {e}; refreshing the cache anyway");
+                None
             }
-            let cfg = cfg.unwrap_or_default();
-            host::refresh(&paths, &cfg).map(|()| log::info!("daemon {op}: cache refreshed"))
-        }
-    };
-    match result {
+        };
+        host::refresh(&paths, pin);
+        log::info!("daemon {op}: cache refreshed");
+        return exit::OK;
+    }
+    let on_error = cfg.as_ref().map(|c| c.on_error).unwrap_or(OnError::Pass);
+    match cfg.and_then(|cfg| qemu_rewrite(&paths, &cfg, domain, op)) {
         Ok(()) => exit::OK,
-        // The daemon hook only refreshes a cache; failing it would gain nothing.
-        Err(e) if on_error == OnError::Pass || kind == Kind::Daemon => {
+        Err(e) if on_error == OnError::Pass => {
             log::error!("{domain} {op} {subop}: {e}; leaving the guest unchanged");
             exit::OK
         }

@@ -138,11 +138,12 @@ pub fn plan_for(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
     }
 }
 
-/// Re-detect the version and re-probe the host, rewriting the cache (daemon hook, `refresh`).
-/// An unwritable cache is logged, not an error: the tool works without it.
-pub fn refresh(paths: &Paths, cfg: &Config) -> crate::error::Result<()> {
-    assess(paths, cfg, Mode::Refresh);
-    Ok(())
+/// Re-detect the version (unless pinned) and re-probe the host, rewriting the cache (daemon
+/// hook). Nothing else in a config matters here, and nothing fails: an unwritable cache is
+/// logged, and the tool works without it.
+pub fn refresh(paths: &Paths, pin: Option<Version>) {
+    let cfg = Config { libvirt_version: pin, ..Config::default() };
+    assess(paths, &cfg, Mode::Refresh);
 }
 
 static WARNED_UNKNOWN: AtomicBool = AtomicBool::new(false);

@@ -385,3 +385,14 @@ fn cache_without_a_version_is_reported_stale() {
     assert_eq!(c["cache"]["detail"], "no version cached; rewritten", "{c}");
     assert_eq!(check_json(t.path()).1["cache"]["state"], "fresh");
 }
+
+/// The daemon hook refreshes the cache whatever the config holds: only a pin would matter.
+#[test]
+fn daemon_hook_refreshes_without_a_valid_config() {
+    let t = fake_host("daemonrefresh", Some("{\"enabled_perf_events\": [\"nope\"]}"), Some("libvirt.so.0.9000.0"));
+    let out = run_in(t.path(), &["daemon", "-", "start", "-", "start"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refreshing the cache anyway"), "{}", stderr(&out));
+    assert_eq!(state(t.path())["version"]["version"], "9.0.0");
+    assert_eq!(state(t.path())["probe"]["results"].as_object().unwrap().len(), 22);
+}
