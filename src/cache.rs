@@ -240,14 +240,6 @@ fn ensure_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Whether the cache dir could be written (for `check`), without writing.
-pub fn writable(paths: &Paths) -> Result<(), String> {
-    let dir = paths.cache_dir();
-    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(Path::new("/"));
-    nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK)
-        .map_err(|e| format!("{} is not writable: {}", existing.display(), e.desc()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::events;
@@ -324,11 +324,6 @@ fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
         }
     }
     None
-}
-
-/// The config as JSON, for `check --json`.
-pub fn to_json(cfg: &Config) -> Value {
-    serde_json::to_value(cfg).unwrap_or(Value::Object(Map::new()))
 }
 
 #[cfg(test)]

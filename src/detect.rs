@@ -2,11 +2,11 @@
 //! daemon deadlocks it): the config pin, else the library file name, else `<daemon> --version`.
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fsutil;
 use crate::paths::Paths;
 use crate::version::Version;
 
@@ -80,7 +80,7 @@ pub fn parse_soname(name: &str) -> Option<Version> {
 /// The highest `libvirt.so.0.AGE.REV` in the library dirs.
 pub fn from_library(paths: &Paths) -> Option<(Version, PathBuf)> {
     let mut best: Option<(Version, PathBuf)> = None;
-    for dir in paths.lib_dirs() {
+    for dir in fsutil::unique_dirs(paths.lib_dirs()) {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -105,7 +105,7 @@ const DAEMON_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `virtqemud --version`, else `libvirtd --version` (modular daemon first).
 pub fn from_daemon(paths: &Paths) -> Option<(Version, PathBuf)> {
-    paths.daemon_binaries().into_iter().filter(|p| is_executable(p)).find_map(|p| {
+    paths.daemon_binaries().into_iter().filter(|p| fsutil::is_executable(p)).find_map(|p| {
         let out = run_version(&p)?;
         match parse_version_output(&out) {
             Some(v) => Some((v, p)),
@@ -115,10 +115,6 @@ pub fn from_daemon(paths: &Paths) -> Option<(Version, PathBuf)> {
             }
         }
     })
-}
-
-pub fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// Runs `bin --version` with a minimal environment and a deadline; its stdout is captured so

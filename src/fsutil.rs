@@ -119,6 +119,29 @@ pub fn trusted_dir(dir: &Path) -> Result<(), Untrusted> {
     check_owner_mode(&m)
 }
 
+/// A regular file with an execute bit (hook entries, daemon binaries).
+pub fn is_executable_file(m: &std::fs::Metadata) -> bool {
+    m.is_file() && m.mode() & 0o111 != 0
+}
+
+pub fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).map(|m| is_executable_file(&m)).unwrap_or(false)
+}
+
+/// `dirs` that exist, each once: on merged-/usr systems `/lib64` is `/usr/lib64`.
+pub fn unique_dirs(dirs: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    dirs.into_iter()
+        .filter(|d| match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() && !seen.contains(&(m.dev(), m.ino())) => {
+                seen.push((m.dev(), m.ino()));
+                true
+            }
+            _ => false,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +174,17 @@ mod tests {
         set(&dir, 0o777);
         assert_eq!(trusted_dir(&dir).unwrap_err().to_string(), "is writable by group or others (mode 777)");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn merged_usr_dirs_are_listed_once() {
+        let root = std::env::temp_dir().join(format!("vph-fsutil-usr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("usr/lib64")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
+        let dirs = ["usr/lib64", "usr/lib", "lib64", "missing"].map(|d| root.join(d)).to_vec();
+        assert_eq!(unique_dirs(dirs), vec![root.join("usr/lib64"), root.join("usr/lib")]);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

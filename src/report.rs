@@ -215,7 +215,7 @@ fn check_hooks(paths: &Paths, items: &mut Items) -> Option<f64> {
     for sub in ["qemu.d", "daemon.d"] {
         let path = paths.hooks_dir().join(sub).join("virt-perf-hook");
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.mode() & 0o111 != 0 => {
+            Ok(m) if crate::fsutil::is_executable_file(&m) => {
                 items.ok("hook", format!("hook {}: installed", path.display()));
                 let installed = secs(m.ctime(), m.ctime_nsec()).max(secs(m.mtime(), m.mtime_nsec()));
                 newest = newest.map(|n| n.max(installed));
