@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the .deb (packaging/build.sh deb), lints it, installs it on this machine, checks the
 # installed files and the program, then removes and purges it, checking what each step leaves.
-#     packaging/test-deb.sh [--no-build]     (--no-build: test the newest target/packages/*.deb)
+#     packaging/test-deb.sh [--no-build | FILE.deb]   (--no-build: the newest target/packages/*.deb)
 # Run as root (CI does). Skips (exit 0, printing why; exit 1 with VPH_NO_SKIP=1) when not root,
 # without dpkg, dpkg-dev or lintian, or when the package, its binary or its hook entries are
 # already on this machine (it never touches an installation it did not make). Whatever happens,
@@ -11,7 +11,6 @@
 #     flock /run/lock/virt-perf-hook-system-test.lock ...
 set -u
 . "$(dirname "$0")/test-lib.sh"
-[ "${1:-}" = --no-build ] && no_build=1
 
 [ "$(id -u)" = 0 ] || skip "needs root (it installs the package with dpkg)"
 for tool in dpkg dpkg-deb; do

@@ -27,9 +27,18 @@ has() {
 lacks() {
     if printf '%s\n' "$1" | grep -qF -- "$2"; then fail "$3: '$2' is there"; else echo "ok   $3"; fi
 }
-# The package built by build.sh for FORMAT (deb|rpm): built now unless --no-build is given.
+# The script's argument: --no-build, or the package file to test (built already, e.g. by
+# tests/cli/package.rs, which builds once for both scripts).
+case "${1:-}" in
+    --no-build) no_build=1 ;;
+    *.deb|*.rpm) no_build=1; package_file=$1 ;;
+esac
+# The package built by build.sh for FORMAT (deb|rpm): the file given, else the newest one with
+# --no-build, else built now.
 package() {
-    if [ "${no_build:-}" = 1 ]; then
+    if [ -n "${package_file:-}" ]; then
+        echo "$package_file"
+    elif [ "${no_build:-}" = 1 ]; then
         ls -t "$top"/target/packages/*."$1" 2>/dev/null | head -n 1
     else
         "$here/build.sh" "$1" | tail -n 1

@@ -1,11 +1,10 @@
 #!/bin/sh
 # Builds the .rpm (packaging/build.sh rpm) and checks its contents, modes, config files,
 # scriptlets and dependencies with rpm -qp. Installs nothing; needs no root.
-#     packaging/test-rpm.sh [--no-build]     (--no-build: test the newest target/packages/*.rpm)
+#     packaging/test-rpm.sh [--no-build | FILE.rpm]   (--no-build: the newest target/packages/*.rpm)
 # Skips (exit 0, printing why; exit 1 with VPH_NO_SKIP=1) when rpmbuild or rpm is missing.
 set -u
 . "$(dirname "$0")/test-lib.sh"
-[ "${1:-}" = --no-build ] && no_build=1
 
 command -v rpm >/dev/null 2>&1 || skip "rpm not found (apt-get install rpm)"
 [ "${no_build:-}" = 1 ] || command -v rpmbuild >/dev/null 2>&1 || skip "rpmbuild not found (apt-get install rpm)"
