@@ -245,8 +245,8 @@ fn secs(s: i64, ns: i64) -> f64 {
     s as f64 + ns as f64 / 1e9
 }
 
-/// libvirt finds hooks only when the daemon starts (or on SIGHUP), so a daemon older than the
-/// hooks does not run them yet.
+/// libvirt looks for hooks only when the daemon starts (or on SIGHUP). A daemon older than the
+/// entries may not run them: after a fresh install it does not, after an upgrade it does.
 fn check_daemon(paths: &Paths, hooks_installed: Option<f64>, items: &mut Items) {
     let mut running = false;
     for name in ["virtqemud", "libvirtd"] {
@@ -264,15 +264,18 @@ fn check_daemon(paths: &Paths, hooks_installed: Option<f64>, items: &mut Items) 
         let Some(installed) = hooks_installed else { continue };
         // btime has whole seconds, so the computed start may be up to 1 s early.
         if started + 1.0 <= installed {
+            // Also true right after a package upgrade replaced the entries; a daemon that had a
+            // qemu hook at start lists qemu.d on every call and runs them, but this cannot tell.
             items.problem(
                 "daemon",
                 format!(
-                    "{name} (pid {pid}) started before the hooks were installed: restart libvirtd/virtqemud \
-                     (or send SIGHUP) so it finds the hook"
+                    "{name} (pid {pid}) started before the hook entries were installed or last upgraded; if it \
+                     had no qemu hook then, it will not run this one: reload it (systemctl reload {name}, or \
+                     kill -HUP {pid})"
                 ),
             );
         } else {
-            items.ok("daemon", format!("{name} (pid {pid}) started after the hooks were installed"));
+            items.ok("daemon", format!("{name} (pid {pid}) started after the hook entries were installed"));
         }
     }
     if !running {

@@ -278,18 +278,22 @@ fn check_exit_codes() {
     assert!(text.lines().all(|l| l.starts_with("ok") || l.starts_with("note") || l == "all well"), "{text}");
     assert_eq!(check_json(t.path()).1["ok"], true);
 
-    // A daemon that started before the hooks were installed has not seen them.
+    // A daemon that started before the hook entries were installed may not have seen them.
     t.write("/run/libvirtd.pid", "4242\n");
     t.write("/proc/4242/stat", "4242 (libvirtd) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 17 0 100 0 0\n");
     t.write("/proc/stat", "cpu 0 0 0 0\nbtime 1000\n");
     let out = run_in(t.path(), &["check"], "");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("restart libvirtd/virtqemud (or send SIGHUP) so it finds the hook"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("libvirtd (pid 4242) started before the hook entries were installed or last upgraded; if it had no qemu hook then, it will not run this one: reload it (systemctl reload libvirtd, or kill -HUP 4242)"),
+        "{}",
+        stdout(&out)
+    );
     // One started after them has.
     t.write("/proc/stat", "btime 4000000000\n");
     let out = run_in(t.path(), &["check"], "");
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("libvirtd (pid 4242) started after the hooks were installed"));
+    assert!(stdout(&out).contains("libvirtd (pid 4242) started after the hook entries were installed"));
     // A stale pid file is not a running daemon.
     std::fs::remove_file(t.path().join("proc/4242/stat")).unwrap();
     let out = run_in(t.path(), &["check"], "");
