@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::host::{self, Plan};
+use crate::host::{self, Plan, Target};
 use crate::paths::Paths;
 use crate::rewrite::{Document, Outcome};
 
@@ -44,13 +44,18 @@ impl Filtered {
 
 /// Plans for this host and rewrites `xml`. `domain` overrides the XML's `<name>` (hook argv).
 pub fn filter(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>) -> Result<Filtered> {
+    filter_for(paths, cfg, xml, domain, &Target::Local)
+}
+
+/// [`filter`] for the host `target` names (`define --connect` may point at another host).
+pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, target: &Target) -> Result<Filtered> {
     let doc = Document::parse(xml)?;
     let domain = domain.or(doc.name()).unwrap_or_default().to_string();
     if !cfg.domains.selects(&domain) {
         log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
         return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
     }
-    let plan = host::plan(paths, cfg);
+    let plan = host::plan_for(paths, cfg, target);
     let outcome = doc.rewrite(&plan.add, cfg.existing)?;
     Ok(Filtered { domain, outcome: Some(outcome), plan })
 }

@@ -75,6 +75,7 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
             exit::OK
         }
         Err(e) => {
+            log::error!(target: logging::SYSLOG_ONLY, "{domain} {op} {subop}: {e}; aborting the operation (on_error: fail)");
             // libvirt shows this line to whoever started the operation.
             let _ = writeln!(std::io::stderr(), "virt-perf-hook: {domain} {op} {subop}: {e}");
             exit::FAILURE

@@ -41,6 +41,10 @@ struct HookLogger {
     level: LevelFilter,
 }
 
+/// Log target for records that go to syslog but not stderr (where the caller writes its own
+/// line, e.g. the one-line reason libvirt shows when the hook fails).
+pub const SYSLOG_ONLY: &str = "syslog";
+
 /// syslog facility "daemon".
 const FACILITY_DAEMON: u8 = 3;
 
@@ -64,7 +68,9 @@ impl Log for HookLogger {
             let line = format!("<{}>virt-perf-hook[{}]: {msg}", FACILITY_DAEMON * 8 + severity, std::process::id());
             let _ = sock.send(line.as_bytes());
         }
-        let _ = writeln!(std::io::stderr(), "virt-perf-hook: {}: {msg}", rec.level().as_str().to_lowercase());
+        if rec.target() != SYSLOG_ONLY {
+            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {}: {msg}", rec.level().as_str().to_lowercase());
+        }
     }
 
     fn flush(&self) {}

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use crate::cli::{self, Ctx};
 use crate::config::{printable, Config, Existing};
 use crate::error::{exit, one_line, Error, Result};
-use crate::filter::Filtered;
+use crate::filter;
 use crate::host::{self, Dropped, Plan, Reported, Target};
 use crate::rewrite::Document;
 use crate::version::Version;
@@ -45,7 +45,7 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let xml = cli::read_input(Some(&o.input))?;
     let virsh = Virsh::from_env(o.connect.clone());
     let target = virsh.target(&cfg)?;
-    let result = rewrite_for(&ctx.paths, &cfg, &target, &xml)?;
+    let result = filter::filter_for(&ctx.paths, &cfg, &xml, None, &target)?;
     result.log("define: ");
     let text = result.xml().unwrap_or(&xml);
     // A private file rather than /dev/stdin: works for every virsh and leaves stdin alone.
@@ -108,19 +108,6 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
         return Ok(exit::FAILURE);
     }
     Ok(exit::OK)
-}
-
-/// [`filter::filter`] with the plan for `target` (filter's own plan is always this host's).
-fn rewrite_for(paths: &crate::paths::Paths, cfg: &Config, target: &Target, xml: &str) -> Result<Filtered> {
-    let doc = Document::parse(xml)?;
-    let domain = doc.name().unwrap_or_default().to_string();
-    if !cfg.domains.selects(&domain) {
-        log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
-        return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
-    }
-    let plan = host::plan_for(paths, cfg, target);
-    let outcome = doc.rewrite(&plan.add, cfg.existing)?;
-    Ok(Filtered { domain, outcome: Some(outcome), plan })
 }
 
 /// Whether `uri` names another host: it has a host part (`qemu+ssh://host2/system`). Local

@@ -101,8 +101,16 @@ fn fails_open_by_default() {
 fn fails_closed_when_configured() {
     let cfg = r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0", "host_probe": false, "on_error": "fail"}"#;
     let root = TempDir::with_config("hook-closed", cfg);
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
     let out = hook(&root, &["vm", "restore", "begin", "-"], "<domain><name>x</name>");
     assert_eq!(out.status.code(), Some(1));
+    // The reason reaches syslog as well (libvirt may not keep the hook's stderr).
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("an error logged to syslog");
+    let logged = String::from_utf8_lossy(&buf[..n]);
+    assert!(logged.starts_with("<27>virt-perf-hook[") && logged.contains("vm restore begin: domain XML rejected: truncated"), "{logged}");
     assert!(out.stdout.is_empty());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
