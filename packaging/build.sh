@@ -4,8 +4,8 @@
 #     packaging/build.sh            # both: virt-perf-hook_<v>-1_<arch>.deb and virt-perf-hook-<v>-1.<arch>.rpm
 #     packaging/build.sh deb|rpm    # one of them
 #
-# Needs cargo, and for the .deb dpkg-deb + dpkg-shlibdeps (apt: dpkg-dev), for the .rpm rpmbuild
-# (apt: rpm; dnf: rpm-build). No cargo plugins: the binary comes from `cargo build --release`,
+# Needs cargo and readelf (binutils), and for the .deb dpkg-deb (apt: dpkg-dev), for the .rpm rpmbuild
+# (apt: rpm; dnf: rpm-build). No cargo plugins: the binary comes from release-binary.sh,
 # the rest is a staged tree (packaging/ holds every other file) packed by dpkg-deb and rpmbuild.
 # Prints the paths of the packages it wrote, one a line, on stdout; everything else on stderr.
 set -eu
@@ -28,7 +28,7 @@ cargo=${CARGO:-cargo}  # cargo test sets CARGO
 need "$cargo" "a Rust toolchain (https://rustup.rs)"
 for f in $formats; do
     case "$f" in
-        deb) need dpkg-deb dpkg-dev; need dpkg-shlibdeps dpkg-dev ;;
+        deb) need dpkg-deb dpkg-dev ;;
         rpm) need rpmbuild "rpm (Debian) or rpm-build (Fedora/RHEL)" ;;
     esac
 done
@@ -43,12 +43,14 @@ if ! head -n 1 "$here/changelog" | grep -q "^virt-perf-hook ($deb_version) "; th
     exit 1
 fi
 
-say "cargo build --release"
-(cd "$top" && "$cargo" build --release --quiet) >&2
-# target/ unless CARGO_TARGET_DIR or a cargo config moves it.
-target_dir=$(cd "$top" && "$cargo" metadata --format-version 1 --no-deps 2>/dev/null \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="${target_dir:-$top/target}/release/virt-perf-hook"
+say "cargo build --release (static glibc, see release-binary.sh)"
+need readelf binutils
+bin=$("$here/release-binary.sh")
+# The packages declare no library dependencies: make sure there are none.
+if readelf -d "$bin" | grep -q '(NEEDED)'; then
+    say "$bin needs shared libraries; it should be statically linked (release-binary.sh)"
+    exit 1
+fi
 
 # A private scratch tree, so concurrent runs (the deb and rpm tests) do not trip over each other.
 mkdir -p "$out"
@@ -84,21 +86,13 @@ install -D -m 0644 "$here/copyright" "$docs/copyright"
 
 build_deb() {
     arch=$(dpkg --print-architecture)
-    # dpkg-shlibdeps wants a source tree: debian/control and the package dir under debian/.
-    src="$build/deb-src"
-    root="$src/debian/virt-perf-hook"
-    mkdir -p "$src/debian"
-    printf 'Source: virt-perf-hook\n\nPackage: virt-perf-hook\nArchitecture: any\n' >"$src/debian/control"
+    root="$build/deb-root"
     cp -a "$stage" "$root"
     doc="$root/usr/share/doc/virt-perf-hook"
     install -D -m 0644 "$docs/copyright" "$doc/copyright"
     gzip -9nc "$docs/README.md" >"$doc/README.md.gz"
     gzip -9nc "$here/changelog" >"$doc/changelog.Debian.gz"
     chmod 0644 "$doc/README.md.gz" "$doc/changelog.Debian.gz"
-
-    depends=$(cd "$src" && dpkg-shlibdeps -O -e debian/virt-perf-hook/usr/bin/virt-perf-hook 2>/dev/null \
-        | sed -n 's/^shlibs:Depends=//p')
-    [ -n "$depends" ] || { say "dpkg-shlibdeps found no dependencies"; exit 1; }
 
     mkdir -p "$root/DEBIAN"
     install -m 0755 "$here/deb/postinst" "$here/deb/postrm" "$root/DEBIAN/"
@@ -108,7 +102,7 @@ build_deb() {
     size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
     maintainer=$(sed -n 's/^ -- \(.*>\)  .*/\1/p' "$here/changelog" | head -n 1)
     sed -e "s|@DEB_VERSION@|$deb_version|" -e "s|@DEB_ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
-        -e "s|@INSTALLED_SIZE@|$size|" -e "s|@DEPENDS@|$depends|" "$here/deb/control.in" >"$root/DEBIAN/control"
+        -e "s|@INSTALLED_SIZE@|$size|" "$here/deb/control.in" >"$root/DEBIAN/control"
     chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums"
 
     deb="$out/virt-perf-hook_${deb_version}_$arch.deb"

@@ -16,7 +16,7 @@ set -u
 for tool in dpkg dpkg-deb; do
     command -v "$tool" >/dev/null 2>&1 || skip "$tool not found (not a Debian-based system)"
 done
-[ "${no_build:-}" = 1 ] || command -v dpkg-shlibdeps >/dev/null 2>&1 || skip "dpkg-shlibdeps not found (apt-get install dpkg-dev)"
+[ "${no_build:-}" = 1 ] || command -v readelf >/dev/null 2>&1 || skip "readelf not found (apt-get install binutils)"
 command -v lintian >/dev/null 2>&1 || skip "lintian not found (apt-get install lintian)"
 
 # One system test at a time: the hook end-to-end test also installs into /etc/libvirt/hooks.

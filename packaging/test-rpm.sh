@@ -51,7 +51,7 @@ has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%postun removes the cache on 
 
 has "$(rpm -qp --recommends "$rpm")" "libvirt-daemon" "Recommends: libvirt-daemon"
 requires=$(rpm -qpR "$rpm")
-has "$requires" "libc.so.6(GLIBC_" "Requires libc (automatic ELF dependencies)"
+lacks "$requires" "libc.so.6" "no shared-library requirements (the binary is statically linked)"
 lacks "$requires" "libvirt" "libvirt is not required (filter works without it)"
 same "$(rpm -qp --qf '%{LICENSE}' "$rpm")" "MIT OR Apache-2.0" "License"
 if command -v rpm2cpio >/dev/null 2>&1; then
