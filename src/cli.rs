@@ -2,13 +2,13 @@
 //! qemu hook runs for every lifecycle event of every guest.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
-use crate::error::{exit, Error, Result};
-use crate::paths::{Paths, CONFIG_ENV};
-use crate::{filter, hook, logging, report, rewrite, virsh};
+use crate::cmd::filter::{self, FilterMode};
+use crate::cmd::{hook, report, virsh, Ctx};
+use crate::support::error::{exit, Error, Result};
+use crate::support::logging;
+use crate::support::paths::Paths;
 
 pub const HELP: &str = "\
 virt-perf-hook — give every libvirt/QEMU guest the operator's perf events
@@ -51,19 +51,6 @@ EXIT STATUS:
     Hook mode exits 0 on any internal error unless the config says \"on_error\": \"fail\".
 ";
 
-/// What every command needs: where things are and which config to read.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub paths: Paths,
-    pub config_path: PathBuf,
-}
-
-impl Ctx {
-    pub fn load_config(&self) -> Result<Config> {
-        Config::load(&self.config_path)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
@@ -76,13 +63,6 @@ pub enum Command {
     Refresh,
     Qemu(Vec<String>),
     Daemon(Vec<String>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterMode {
-    Print,
-    DryRun,
-    Diff,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +112,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     logging::init_cli(inv.verbosity);
     let paths = Paths::from_env();
-    let ctx = Ctx { config_path: config_path(&paths, inv.config.clone()), paths };
+    let ctx = Ctx { config_path: crate::cmd::config_path(&paths, inv.config.clone()), paths };
     match dispatch(&ctx, inv.command) {
         Ok(code) => code,
         Err(e) => {
@@ -142,15 +122,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// `--config`, else `$VIRT_PERF_HOOK_CONFIG`, else the default under the root.
-pub fn config_path(paths: &Paths, flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| paths.default_config())
-}
-
 fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
     match cmd {
-        Command::Filter { mode, input } => run_filter(ctx, mode, input.as_deref()),
+        Command::Filter { mode, input } => filter::run(ctx, mode, input.as_deref()),
         Command::Define(o) => virsh::define(ctx, &o),
         Command::Apply(o) => virsh::apply(ctx, &o),
         Command::Events { json } => report::events(ctx, json),
@@ -158,85 +132,6 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Refresh => report::refresh(ctx),
         Command::Help | Command::Version | Command::Qemu(_) | Command::Daemon(_) => Ok(exit::OK),
     }
-}
-
-fn run_filter(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
-    let cfg = ctx.load_config()?;
-    let xml = read_input(input)?;
-    let result = filter::filter(&ctx.paths, &cfg, &xml, None)?;
-    if !result.plan.dropped.is_empty() && mode != FilterMode::DryRun {
-        result.log("");
-    }
-    let mut out = std::io::stdout().lock();
-    let written = match mode {
-        FilterMode::Print => out.write_all(result.xml().unwrap_or(&xml).as_bytes()),
-        FilterMode::DryRun => writeln!(out, "{}", result.describe()),
-        FilterMode::Diff => out.write_all(unified_diff(&xml, result.xml().unwrap_or(&xml), input.unwrap_or("-")).as_bytes()),
-    };
-    written.map(|()| exit::OK).map_err(|e| Error::io("stdout", "write to", e))
-}
-
-/// Reads FILE or stdin (`None`/`-`), bounded by the XML size cap, as UTF-8.
-pub fn read_input(input: Option<&str>) -> Result<String> {
-    let limit = rewrite::MAX_XML_BYTES as u64;
-    // Domain XML is typically 5-50 KB: start big enough to read it in one or two calls.
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let (name, res) = match input {
-        None | Some("-") => ("stdin".to_string(), std::io::stdin().lock().take(limit + 1).read_to_end(&mut buf)),
-        Some(path) => {
-            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
-            if meta.is_dir() {
-                return Err(Error::Usage(format!("{path} is a directory, not a domain XML file")));
-            }
-            let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
-            (path.to_string(), file.take(limit + 1).read_to_end(&mut buf))
-        }
-    };
-    res.map_err(|e| Error::io(&name, "read", e))?;
-    if buf.len() as u64 > limit {
-        return Err(Error::Xml(format!("{name} is larger than the {} MiB limit", limit >> 20)));
-    }
-    String::from_utf8(buf).map_err(|e| {
-        Error::Xml(format!("{name} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
-    })
-}
-
-/// A unified diff of two texts that differ in one region (what a rewrite produces).
-pub fn unified_diff(old: &str, new: &str, label: &str) -> String {
-    if old == new {
-        return String::new();
-    }
-    let a: Vec<&str> = old.split_inclusive('\n').collect();
-    let b: Vec<&str> = new.split_inclusive('\n').collect();
-    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
-    const CONTEXT: usize = 3;
-    let start = prefix.saturating_sub(CONTEXT);
-    let a_end = (a.len() - suffix + CONTEXT).min(a.len());
-    let b_end = (b.len() - suffix + CONTEXT).min(b.len());
-    let mut out = format!("--- {label}\n+++ {label} (virt-perf-hook)\n");
-    let range = |s: usize, e: usize| if e > s { format!("{},{}", s + 1, e - s) } else { format!("{s},0") };
-    out.push_str(&format!("@@ -{} +{} @@\n", range(start, a_end), range(start, b_end)));
-    let line = |sign: char, l: &str| {
-        let mut s = format!("{sign}{l}");
-        if !l.ends_with('\n') {
-            s.push_str("\n\\ No newline at end of file\n");
-        }
-        s
-    };
-    for l in &a[start..prefix] {
-        out.push_str(&line(' ', l));
-    }
-    for l in &a[prefix..a.len() - suffix] {
-        out.push_str(&line('-', l));
-    }
-    for l in &b[prefix..b.len() - suffix] {
-        out.push_str(&line('+', l));
-    }
-    for l in &a[a.len() - suffix..a_end] {
-        out.push_str(&line(' ', l));
-    }
-    out
 }
 
 /// Parses the arguments after argv[0].
@@ -493,14 +388,5 @@ mod tests {
             assert_eq!(e.exit_code(), exit::USAGE);
             assert!(e.to_string().contains(want), "{args:?}: {e}");
         }
-    }
-
-    #[test]
-    fn diff_of_an_insertion() {
-        let d = unified_diff("a\nb\nc\n", "a\nb\nx\nc\n", "f");
-        assert_eq!(d, "--- f\n+++ f (virt-perf-hook)\n@@ -1,3 +1,4 @@\n a\n b\n+x\n c\n");
-        assert_eq!(unified_diff("same", "same", "f"), "");
-        let d = unified_diff("a", "b", "f");
-        assert!(d.contains("-a\n\\ No newline at end of file\n+b\n"));
     }
 }

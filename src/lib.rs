@@ -1,32 +1,17 @@
 //! virt-perf-hook: give every libvirt/QEMU guest the operator's perf events.
 //!
-//! Modules by responsibility:
-//! - [`config`]: the JSON config, strictly validated;
-//! - [`events`]: the catalog of libvirt's 22 perf events;
-//! - [`rewrite`]: the pure domain-XML rewrite;
-//! - [`detect`], [`cache`], [`probe`], [`host`]: libvirt version, cached state, host probe, and the
-//!   resulting plan of which events to add;
-//! - [`hook`]: the libvirt qemu/daemon hook protocol;
-//! - [`virsh`]: the `define`/`apply` commands that talk to libvirt through virsh;
-//! - [`report`]: the `events` and `check` commands;
-//! - [`cli`]: argument parsing and dispatch.
+//! Layers, each using only those below it (nothing imports [`cli`]):
+//! - [`cli`]: argv → a [`cmd::Command`](cmd) and its dispatch; the only front end;
+//! - [`cmd`]: the commands (`filter`, the libvirt hooks, `define`/`apply`, the reports);
+//! - [`host`]: what this host's libvirt and kernel support (version detection, cache, probe) and
+//!   the plan made from it;
+//! - [`core`]: the config, the event catalog and the pure XML rewrite (no I/O);
+//! - [`support`]: the error type, host paths, trusted-file reads and logging.
 
-pub mod cache;
 pub mod cli;
-pub mod config;
-pub mod detect;
-pub mod error;
-pub mod events;
-pub mod filter;
-pub mod fsutil;
-pub mod hook;
+pub mod cmd;
+pub mod core;
 pub mod host;
-pub mod logging;
-pub mod paths;
-pub mod probe;
-pub mod report;
-pub mod rewrite;
-pub mod version;
-pub mod virsh;
+pub mod support;
 
-pub use error::{Error, Result};
+pub use support::error::{Error, Result};

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use virt_perf_hook::config::Existing;
-use virt_perf_hook::rewrite::{rewrite, Document};
+use virt_perf_hook::core::rewrite::Existing;
+use virt_perf_hook::core::rewrite::{rewrite, Document};
 
 const SETS: &[&[&'static str]] = &[
     &[],

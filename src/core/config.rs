@@ -4,21 +4,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::events;
-use crate::version::Version;
+use crate::core::events;
+use crate::core::rewrite::Existing;
+use crate::core::version::Version;
+use crate::support::error::{Error, Result};
 
 /// Config files are small; anything larger is a mistake (wrong file), not a config.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Existing {
-    /// An event the XML already has with `enabled='no'` stays `no`.
-    Respect,
-    /// Configured events are forced to `enabled='yes'`.
-    Override,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,7 +111,7 @@ impl Config {
 }
 
 fn read_strict(path: &Path) -> Result<String> {
-    use crate::fsutil::{read_trusted, Step, Untrusted};
+    use crate::support::fsutil::{read_trusted, Step, Untrusted};
     read_trusted(path, MAX_CONFIG_BYTES).map_err(|why| match why {
         Untrusted::Symlink => Error::config(path, "is a symlink; refusing it (point --config at the real file)"),
         Untrusted::Missing => Error::config(

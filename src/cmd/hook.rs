@@ -9,10 +9,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, OnError};
-use crate::error::{exit, Error, Result};
-use crate::paths::Paths;
-use crate::{cli, filter, host, logging};
+use crate::cmd::{config_path, filter, read_input};
+use crate::core::config::{Config, OnError};
+use crate::host::plan;
+use crate::support::error::{exit, Error, Result};
+use crate::support::logging;
+use crate::support::paths::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -50,7 +52,7 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     }
     let paths = Paths::from_env();
     logging::init_hook(&paths);
-    let config_path = cli::config_path(&paths, config_flag);
+    let config_path = config_path(&paths, config_flag);
     let domain = args.first().map(String::as_str).unwrap_or("-");
     let cfg = Config::load(&config_path);
     if kind == Kind::Daemon {
@@ -63,7 +65,7 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
                 None
             }
         };
-        host::refresh(&paths, pin);
+        plan::refresh(&paths, pin);
         log::info!("daemon {op}: cache refreshed");
         return exit::OK;
     }
@@ -84,7 +86,7 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
 }
 
 fn qemu_rewrite(paths: &Paths, cfg: &Config, domain: &str, op: &str) -> Result<()> {
-    let xml = cli::read_input(None)?;
+    let xml = read_input(None)?;
     let result = filter::filter(paths, cfg, &xml, Some(domain))?;
     result.log(&format!("{op} begin: "));
     if let Some(new) = result.xml() {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fsutil;
-use crate::paths::Paths;
-use crate::version::Version;
+use crate::core::version::Version;
+use crate::support::fsutil;
+use crate::support::paths::Paths;
 
 /// Where a version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,7 +110,7 @@ pub fn from_daemon(paths: &Paths) -> Option<(Version, PathBuf)> {
         match parse_version_output(&out) {
             Some(v) => Some((v, p)),
             None => {
-                log::debug!("{} --version printed no version: {}", p.display(), crate::error::one_line(&out));
+                log::debug!("{} --version printed no version: {}", p.display(), crate::support::error::one_line(&out));
                 None
             }
         }

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
-use crate::detect::Source;
-use crate::fsutil::{self, Untrusted};
-use crate::paths::Paths;
-use crate::probe;
-use crate::version::Version;
+use crate::core::version::Version;
+use crate::host::detect::Source;
+use crate::host::probe;
+use crate::support::fsutil::{self, Untrusted};
+use crate::support::paths::Paths;
 
 /// Bumped when the layout changes; other values are ignored as foreign.
 pub const FORMAT: u32 = 1;
@@ -86,7 +86,7 @@ impl CachedProbe {
             Some(b) if b != self.boot_id => return Some("host rebooted since the probe".to_string()),
             Some(_) => {}
         }
-        let complete = crate::events::CATALOG.iter().all(|e| self.results.contains_key(e.name));
+        let complete = crate::core::events::CATALOG.iter().all(|e| self.results.contains_key(e.name));
         (!complete).then(|| "probe lacks events".to_string())
     }
 }
@@ -255,7 +255,7 @@ mod tests {
         let lib = paths.host("/usr/lib64/libvirt.so.0.9000.0");
         std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
         std::fs::write(&lib, "").unwrap();
-        let results = crate::events::CATALOG.iter().map(|e| (e.name.to_string(), None)).collect();
+        let results = crate::core::events::CATALOG.iter().map(|e| (e.name.to_string(), None)).collect();
         State {
             format: FORMAT,
             version: Some(CachedVersion {

@@ -4,13 +4,13 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::Ctx;
-use crate::config::Config;
-use crate::error::{exit, Error, Result};
-use crate::events::{Kind, CATALOG};
-use crate::host::{self, Assessment, Mode};
-use crate::paths::Paths;
-use crate::version::Version;
+use crate::cmd::Ctx;
+use crate::core::config::Config;
+use crate::core::events::{Kind, CATALOG};
+use crate::core::version::Version;
+use crate::host::plan::{self, Assessment, Mode};
+use crate::support::error::{exit, Error, Result};
+use crate::support::paths::Paths;
 
 /// The config, or the defaults with a note on stderr: `events` and `refresh` are useful before
 /// any config exists (packaging runs `refresh` at install time).
@@ -44,7 +44,7 @@ fn event_rows(cfg: &Config, a: &Assessment) -> Vec<EventRow> {
     CATALOG
         .iter()
         .map(|ev| {
-            let reason = host::probe_result(a.probe.as_ref(), ev.name).err();
+            let reason = plan::probe_result(a.probe.as_ref(), ev.name).err();
             EventRow {
                 name: ev.name,
                 since: ev.since,
@@ -68,7 +68,7 @@ fn yes_no(b: bool) -> &'static str {
 
 pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
     let cfg = config_or_default(ctx, "showing configured = no for all events");
-    let a = host::assess(&ctx.paths, &cfg, Mode::Report);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Report);
     let rows = event_rows(&cfg, &a);
     if json {
         print_json(&rows)?;
@@ -150,7 +150,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
             (Config::default(), false)
         }
     };
-    let a = host::assess(&ctx.paths, &cfg, Mode::Plan);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Plan);
     match a.detected.version {
         Some(v) => items.ok("version", format!("libvirt {v} (from {})", a.detected.describe())),
         None => items.problem(
@@ -215,7 +215,7 @@ fn check_hooks(paths: &Paths, items: &mut Items) -> Option<f64> {
     for sub in ["qemu.d", "daemon.d"] {
         let path = paths.hooks_dir().join(sub).join("virt-perf-hook");
         match std::fs::metadata(&path) {
-            Ok(m) if crate::fsutil::is_executable_file(&m) => {
+            Ok(m) if crate::support::fsutil::is_executable_file(&m) => {
                 items.ok("hook", format!("hook {}: installed", path.display()));
                 let installed = secs(m.ctime(), m.ctime_nsec()).max(secs(m.mtime(), m.mtime_nsec()));
                 newest = newest.map(|n| n.max(installed));
@@ -308,7 +308,7 @@ fn read_btime(path: &Path) -> Option<u64> {
 /// without a config and with an unknown version: packaging runs it at install time.
 pub fn refresh(ctx: &Ctx) -> Result<i32> {
     let cfg = config_or_default(ctx, "detecting with the defaults");
-    let a = host::assess(&ctx.paths, &cfg, Mode::Refresh);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh);
     match a.detected.version {
         Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),
         None => println!("libvirt: unknown (no libvirt library or daemon found; nothing will be added)"),

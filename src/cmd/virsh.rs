@@ -10,13 +10,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::cli::{self, Ctx};
-use crate::config::{printable, Config, Existing};
-use crate::error::{exit, one_line, Error, Result};
-use crate::filter;
-use crate::host::{self, Dropped, Plan, Reported, Target};
-use crate::rewrite::Document;
-use crate::version::Version;
+use crate::cmd::{filter, read_input, Ctx};
+use crate::core::config::{printable, Config};
+use crate::core::rewrite::Document;
+use crate::core::rewrite::Existing;
+use crate::core::version::Version;
+use crate::host::plan::{self, Dropped, Plan, Reported, Target};
+use crate::support::error::{exit, one_line, Error, Result};
 
 /// Overrides the virsh binary (tests, unusual installs).
 pub const VIRSH_ENV: &str = "VIRSH";
@@ -42,7 +42,7 @@ pub struct ApplyOpts {
 /// status pass through.
 pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
-    let xml = cli::read_input(Some(&o.input))?;
+    let xml = read_input(Some(&o.input))?;
     let virsh = Virsh::from_env(o.connect.clone());
     let target = virsh.target(&cfg)?;
     let result = filter::filter_for(&ctx.paths, &cfg, &xml, None, &target)?;
@@ -76,7 +76,7 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
 pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let virsh = Virsh::from_env(o.connect.clone());
-    let plan = host::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
+    let plan = plan::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
     }

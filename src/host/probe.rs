@@ -9,8 +9,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::libc;
 
-use crate::events::{Event, Kind, CATALOG};
-use crate::paths::Paths;
+use crate::core::events::{Event, Kind, CATALOG};
+use crate::support::paths::Paths;
 
 /// Per event name: `None` when it opens, else the reason it does not.
 pub type Results = BTreeMap<String, Option<String>>;
@@ -128,7 +128,7 @@ fn syscall_open(type_: u32, config: u64, flags: u64) -> Result<OwnedFd, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::lookup;
+    use crate::core::events::lookup;
 
     #[test]
     fn attr_is_ver0_sized() {

@@ -3,13 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cache::{self, CachedProbe, CachedVersion, Identity, Loaded, State};
-use crate::config::Config;
-use crate::detect::{self, Detected};
-use crate::events::{self, Event};
-use crate::paths::Paths;
-use crate::probe;
-use crate::version::Version;
+use crate::core::config::Config;
+use crate::core::events::{self, Event};
+use crate::core::version::Version;
+use crate::host::cache::{self, CachedProbe, CachedVersion, Identity, Loaded, State};
+use crate::host::detect::{self, Detected};
+use crate::host::probe;
+use crate::support::paths::Paths;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Dropped {

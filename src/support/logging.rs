@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::paths::Paths;
+use crate::support::paths::Paths;
 
 /// CLI logging: warnings by default, `-v` info, `-vv` debug, `-q` errors only; `RUST_LOG` wins.
 pub fn init_cli(verbosity: i8) {
@@ -57,7 +57,7 @@ impl Log for HookLogger {
         if !self.enabled(rec.metadata()) {
             return;
         }
-        let msg = crate::error::one_line(&rec.args().to_string());
+        let msg = crate::support::error::one_line(&rec.args().to_string());
         let severity = match rec.level() {
             Level::Error => 3,
             Level::Warn => 4,

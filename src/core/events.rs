@@ -1,7 +1,7 @@
 //! The catalog of libvirt's `<perf>` events: name, the libvirt that first accepts it, and the
 //! perf_event_open(2) type/config libvirt opens for it (src/util/virperf.c).
 
-use crate::version::Version;
+use crate::core::version::Version;
 
 /// How the host provides an event, which decides how it is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

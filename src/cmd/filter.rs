@@ -1,0 +1,140 @@
+//! The job shared by `filter`, `define` and the hook: config + host plan + XML → rewritten XML.
+
+use std::io::Write;
+
+use super::{read_input, Ctx};
+use crate::core::config::Config;
+use crate::core::rewrite::{Document, Outcome};
+use crate::host::plan::{self, Plan, Target};
+use crate::support::error::{exit, Error, Result};
+use crate::support::paths::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterMode {
+    Print,
+    DryRun,
+    Diff,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filtered {
+    /// The domain name (from the hook's argument, else the XML's `<name>`).
+    pub domain: String,
+    /// `None` when `domains.include/exclude` left the domain alone.
+    pub outcome: Option<Outcome>,
+    pub plan: Plan,
+}
+
+impl Filtered {
+    /// The new XML, when there is a change.
+    pub fn xml(&self) -> Option<&str> {
+        self.outcome.as_ref().and_then(|o| o.xml.as_deref())
+    }
+
+    /// Logs the one line describing this rewrite: a warning when events were dropped (the
+    /// operator asked for something this host cannot give), else info.
+    pub fn log(&self, context: &str) {
+        let level = if self.plan.dropped.is_empty() { log::Level::Info } else { log::Level::Warn };
+        log::log!(level, "{context}{}", self.describe());
+    }
+
+    /// One line for logs and `filter --dry-run`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("domain '{}': ", self.domain);
+        match &self.outcome {
+            None => s.push_str("not selected by the config's domains include/exclude; unchanged"),
+            Some(o) => s.push_str(&o.summary()),
+        }
+        for d in &self.plan.dropped {
+            s.push_str(&format!("; dropped {} ({})", d.event, d.reason));
+        }
+        s
+    }
+}
+
+/// Plans for this host and rewrites `xml`. `domain` overrides the XML's `<name>` (hook argv).
+pub fn filter(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>) -> Result<Filtered> {
+    filter_for(paths, cfg, xml, domain, &Target::Local)
+}
+
+/// [`filter`] for the host `target` names (`define --connect` may point at another host).
+pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, target: &Target) -> Result<Filtered> {
+    let doc = Document::parse(xml)?;
+    let domain = domain.or(doc.name()).unwrap_or_default().to_string();
+    if !cfg.domains.selects(&domain) {
+        log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
+        return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
+    }
+    let plan = plan::plan_for(paths, cfg, target);
+    let outcome = doc.rewrite(&plan.add, cfg.existing)?;
+    Ok(Filtered { domain, outcome: Some(outcome), plan })
+}
+
+pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
+    let cfg = ctx.load_config()?;
+    let xml = read_input(input)?;
+    let result = filter(&ctx.paths, &cfg, &xml, None)?;
+    if !result.plan.dropped.is_empty() && mode != FilterMode::DryRun {
+        result.log("");
+    }
+    let mut out = std::io::stdout().lock();
+    let written = match mode {
+        FilterMode::Print => out.write_all(result.xml().unwrap_or(&xml).as_bytes()),
+        FilterMode::DryRun => writeln!(out, "{}", result.describe()),
+        FilterMode::Diff => out.write_all(unified_diff(&xml, result.xml().unwrap_or(&xml), input.unwrap_or("-")).as_bytes()),
+    };
+    written.map(|()| exit::OK).map_err(|e| Error::io("stdout", "write to", e))
+}
+
+/// A unified diff of two texts that differ in one region (what a rewrite produces).
+pub fn unified_diff(old: &str, new: &str, label: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    let a: Vec<&str> = old.split_inclusive('\n').collect();
+    let b: Vec<&str> = new.split_inclusive('\n').collect();
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
+    const CONTEXT: usize = 3;
+    let start = prefix.saturating_sub(CONTEXT);
+    let a_end = (a.len() - suffix + CONTEXT).min(a.len());
+    let b_end = (b.len() - suffix + CONTEXT).min(b.len());
+    let mut out = format!("--- {label}\n+++ {label} (virt-perf-hook)\n");
+    let range = |s: usize, e: usize| if e > s { format!("{},{}", s + 1, e - s) } else { format!("{s},0") };
+    out.push_str(&format!("@@ -{} +{} @@\n", range(start, a_end), range(start, b_end)));
+    let line = |sign: char, l: &str| {
+        let mut s = format!("{sign}{l}");
+        if !l.ends_with('\n') {
+            s.push_str("\n\\ No newline at end of file\n");
+        }
+        s
+    };
+    for l in &a[start..prefix] {
+        out.push_str(&line(' ', l));
+    }
+    for l in &a[prefix..a.len() - suffix] {
+        out.push_str(&line('-', l));
+    }
+    for l in &b[prefix..b.len() - suffix] {
+        out.push_str(&line('+', l));
+    }
+    for l in &a[a.len() - suffix..a_end] {
+        out.push_str(&line(' ', l));
+    }
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_of_an_insertion() {
+        let d = unified_diff("a\nb\nc\n", "a\nb\nx\nc\n", "f");
+        assert_eq!(d, "--- f\n+++ f (virt-perf-hook)\n@@ -1,3 +1,4 @@\n a\n b\n+x\n c\n");
+        assert_eq!(unified_diff("same", "same", "f"), "");
+        let d = unified_diff("a", "b", "f");
+        assert!(d.contains("-a\n\\ No newline at end of file\n+b\n"));
+    }
+}

@@ -1,0 +1,7 @@
+//! The pure core: the config, the event catalog, libvirt versions and the domain-XML rewrite.
+//! Nothing here looks at the host; the config reads its own file through `support::fsutil`.
+
+pub mod config;
+pub mod events;
+pub mod rewrite;
+pub mod version;

@@ -1,0 +1,7 @@
+//! What this host supports: the libvirt version ([`detect`]), which events the kernel opens
+//! ([`probe`]), both cached on disk ([`cache`]), and the [`plan`] made from them.
+
+pub mod cache;
+pub mod detect;
+pub mod plan;
+pub mod probe;
