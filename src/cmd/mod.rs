@@ -12,6 +12,7 @@ pub mod filter;
 pub mod hook;
 pub mod report;
 pub mod virsh;
+pub mod watch;
 
 /// What every command needs: where things are and which config to read.
 #[derive(Debug, Clone)]
