@@ -128,7 +128,6 @@ fn syscall_open(type_: u32, config: u64, flags: u64) -> Result<OwnedFd, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::lookup;
 
     #[test]
     fn attr_is_ver0_sized() {
@@ -165,6 +164,5 @@ mod tests {
         // An invalid type fails on every kernel.
         let e = open_event(0xffff_fff0, 0).unwrap_err();
         assert!(e.starts_with('E') && e.contains(": "), "{e}");
-        assert!(lookup("page_faults").is_some());
     }
 }
