@@ -80,7 +80,7 @@ impl Config {
 
     /// Parses config JSON; the error is a one-line message without the path.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let value = parse_json(text)?;
         let Value::Object(map) = value else {
             return Err(format!("the top level must be a JSON object, not {}", kind(&value)));
         };
@@ -115,6 +115,91 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// JSON text to a `Value`, refusing duplicate keys at any depth: serde_json's map keeps the last
+/// one silently, so `{"enabled_perf_events": [...], "enabled_perf_events": []}` would drop the
+/// events without a word (and other JSON tools may keep the first).
+fn parse_json(text: &str) -> std::result::Result<Value, String> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = UniqueKeys { path: String::new() }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    value.map_err(|e| match e.classify() {
+        // Our own error (the only data error a Value can raise): it names the key already.
+        serde_json::error::Category::Data => format!("{e}; give each key once"),
+        _ => format!("invalid JSON: {e}"),
+    })
+}
+
+/// Builds a `Value` like serde_json's own, but fails on a key seen twice in one object.
+/// `path` is where the value sits (`domains.`), for the message.
+struct UniqueKeys {
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> std::result::Result<Value, E> {
+        // JSON has no NaN or infinity; serde_json never hands one over.
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(UniqueKeys { path: format!("{}[{}].", self.path.trim_end_matches('.'), items.len()) })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let full = format!("{}{key}", self.path);
+            let value = map.next_value_seed(UniqueKeys { path: format!("{full}.") })?;
+            if out.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom(format_args!("duplicate key '{}'", printable(&full))));
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -386,6 +471,24 @@ mod tests {
         assert_eq!(err("[]"), "the top level must be a JSON object, not a list");
         assert!(err("{").starts_with("invalid JSON: EOF while parsing"));
         assert!(err("").starts_with("invalid JSON"));
+        assert!(err("{} x").starts_with("invalid JSON: trailing characters"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert_eq!(
+            err(r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#),
+            "duplicate key 'enabled_perf_events' at line 1 column 64; give each key once"
+        );
+        assert_eq!(
+            err("{\"domains\": {\"include\": [\"a\"],\n \"include\": [\"b\"]}}"),
+            "duplicate key 'domains.include' at line 2 column 18; give each key once"
+        );
+        assert!(err(r#"{"on_error": "pass", "x": {"a": [{"k": 1, "k": 2}]}}"#).starts_with("duplicate key 'x.a[0].k'"));
+        assert!(!err("{\"a\\nb\": 1, \"a\\nb\": 2}").chars().any(char::is_control));
+        // The same key in different objects is fine.
+        let c = Config::parse(r#"{"domains": {"include": ["a"], "exclude": ["b"]}, "host_probe": true}"#).unwrap();
+        assert_eq!(c.domains.include, vec!["a"]);
     }
 
     #[test]

@@ -182,6 +182,8 @@ fn config_errors_are_one_line_and_exit_3() {
         (r#"{"enabeld_perf_events": []}"#, "did you mean 'enabled_perf_events'?"),
         (r#"{"host_probe": 1}"#, "host_probe: expected true or false, got a number"),
         ("{", "invalid JSON"),
+        (r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#, "duplicate key 'enabled_perf_events'"),
+        (r#"{"domains": {"exclude": ["a"], "exclude": []}}"#, "duplicate key 'domains.exclude'"),
     ];
     for (text, want) in cases {
         let cfg = root.write("c.json", text);
@@ -192,6 +194,11 @@ fn config_errors_are_one_line_and_exit_3() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(out.stdout.is_empty(), "no partial output on error");
     }
+    // `check` refuses what filter refuses (a duplicate key used to pass it, adding nothing).
+    let cfg = root.write("c.json", r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#);
+    let out = run_in(root.path(), &["check", "-c", cfg.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("problem  config ") && stdout(&out).contains("duplicate key 'enabled_perf_events'"), "{}", stdout(&out));
     // Missing config: an error in filter, naming the path.
     let out = run_in(root.path(), &["filter", "-c", "/nonexistent/c.json"], DOMAIN);
     assert_eq!(out.status.code(), Some(3));
