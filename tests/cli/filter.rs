@@ -184,6 +184,7 @@ fn config_errors_are_one_line_and_exit_3() {
         ("{", "invalid JSON"),
         (r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#, "duplicate key 'enabled_perf_events'"),
         (r#"{"domains": {"exclude": ["a"], "exclude": []}}"#, "duplicate key 'domains.exclude'"),
+        (r#"{"domains": {"include": ["[a-"]}}"#, "domains.include: invalid glob '[a-': "),
     ];
     for (text, want) in cases {
         let cfg = root.write("c.json", text);
