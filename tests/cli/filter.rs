@@ -240,6 +240,15 @@ fn usage_help_and_version() {
     let bad = run_in(root.path(), &["frobnicate"], "");
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(stderr(&bad), "virt-perf-hook: unknown command 'frobnicate' (see 'virt-perf-hook --help')\n");
+    // The usual short-option forms: clusters and attached values.
+    let cfg = root.write("c.json", r#"{"libvirt_version": "9.0.0", "domains": {"exclude": ["*"]}}"#);
+    let out = run_in(root.path(), &["-vvv", &format!("-c{}", cfg.display()), "filter", "--dry-run"], DOMAIN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("not selected"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("info: domain "), "-vvv logs more: {}", stderr(&out));
+    let bad = run_in(root.path(), &["filter", "-x"], "");
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(stderr(&bad), "virt-perf-hook: filter: unknown option '-x' (see 'virt-perf-hook --help')\n");
 }
 
 /// Property: random domain documents (perf blocks, duplicates, states, layouts, comments)
