@@ -3,7 +3,7 @@
 //! Modules by responsibility:
 //! - [`config`]: the JSON config, strictly validated;
 //! - [`events`]: the catalog of libvirt's 22 perf events;
-//! - [`rewrite`]: the pure domain-XML rewrite;
+//! - [`rewrite`]: the pure domain-XML rewrite; [`diff`]: its edits as a unified diff;
 //! - [`detect`], [`cache`], [`probe`], [`host`]: libvirt version, cached state, host probe, and the
 //!   resulting plan of which events to add;
 //! - [`hook`]: the libvirt qemu/daemon hook protocol;
@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod filter;

@@ -173,6 +173,48 @@ fn dry_run_and_diff() {
     assert_eq!(stdout(&piped), std::fs::read_to_string(case.join("out.xml")).unwrap());
 }
 
+/// `--diff` shows only what the rewrite changed (hunks as `diff -u` makes them), and `patch`
+/// turns the input into `out.xml` with it, for every golden case.
+#[test]
+fn diff_is_minimal_and_patch_applies_it() {
+    let two = golden_dir().join("two-perf-blocks");
+    let root = TempDir::new("diff");
+    let diff_of = |case: &Path| {
+        let cfg = case.join("config.json");
+        let input = std::fs::read_to_string(case.join("in.xml")).unwrap();
+        let out = run_in(root.path(), &["filter", "--diff", "-c", cfg.to_str().unwrap(), "-"], &input);
+        assert!(out.status.success(), "{}: {}", case.display(), stderr(&out));
+        stdout(&out)
+    };
+    // Two <perf> blocks 22 lines apart: two hunks, not the 29 lines between them removed and re-added.
+    let d = diff_of(&two);
+    let hunks: Vec<&str> = d.lines().filter(|l| l.starts_with("@@")).collect();
+    assert_eq!(hunks, ["@@ -17,7 +17,9 @@", "@@ -41,8 +43,4 @@"], "{d}");
+    assert!(!d.contains("-  <devices>") && !d.contains("+  <devices>"), "{d}");
+    if !have("patch") {
+        skip!("patch not installed (apt-get install patch)");
+    }
+    for case in cases() {
+        let d = diff_of(&case);
+        let want = std::fs::read_to_string(case.join("out.xml")).unwrap();
+        let target = root.write("target.xml", &std::fs::read_to_string(case.join("in.xml")).unwrap());
+        if d.is_empty() {
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), want, "{}: no diff, yet a change", case.display());
+            continue;
+        }
+        let mut cmd = Command::new("patch");
+        cmd.args(["--quiet", "--batch", "--no-backup-if-mismatch"]).arg(&target);
+        let out = feed(cmd, &d);
+        assert!(out.status.success(), "{}: patch failed: {}{}\n{d}", case.display(), stdout(&out), stderr(&out));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), want, "{}: patched input is not out.xml", case.display());
+        // The same hunks as diff -u would make.
+        let mut du = Command::new("diff");
+        du.arg("-u").arg(case.join("in.xml")).arg(case.join("out.xml"));
+        let du = stdout(&feed(du, ""));
+        assert_eq!(d.lines().skip(2).collect::<Vec<_>>(), du.lines().skip(2).collect::<Vec<_>>(), "{}", case.display());
+    }
+}
+
 #[test]
 fn config_errors_are_one_line_and_exit_3() {
     let root = TempDir::new("cfgerr");
