@@ -31,7 +31,35 @@ pub fn skipping(what: &str, why: &str) {
     if no_skip() {
         panic!("{what} would skip, but VPH_NO_SKIP=1 is set: {why}");
     }
-    eprintln!("SKIP {what}: {why}");
+    say(&format!("SKIP {what}: {why}"));
+}
+
+/// A line on the real stderr: `eprintln!` in a test is captured and shown only on failure, and
+/// a skip should be seen in a plain `cargo test`.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Returns from a test that changes this host (starts libvirtd, writes /etc, installs packages)
+/// unless `VPH_SYSTEM_TESTS=1` asks for such tests (`.ci/run` sets it), printing
+/// `SKIP … (set VPH_SYSTEM_TESTS=1 to run)`. Not asked is not a missing tool: it skips under
+/// `VPH_NO_SKIP=1` too.
+#[macro_export]
+macro_rules! require_system_tests {
+    ($($what:tt)*) => {{
+        if !$crate::common::system_tests(module_path!(), &format!($($what)*)) {
+            return;
+        }
+    }};
+}
+
+/// Whether `VPH_SYSTEM_TESTS=1` is set; says `SKIP what: it changes …` when not.
+pub fn system_tests(test: &str, changes: &str) -> bool {
+    let asked = std::env::var_os("VPH_SYSTEM_TESTS").is_some_and(|v| v == "1");
+    if !asked {
+        say(&format!("SKIP {test}: it {changes} (set VPH_SYSTEM_TESTS=1 to run)"));
+    }
+    asked
 }
 
 /// A temporary directory removed on drop; doubles as a fake host root.
