@@ -134,16 +134,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), PERF_ATTR_SIZE_VER0 as usize);
     }
 
-    fn fake_root(tag: &str) -> Paths {
-        let dir = std::env::temp_dir().join(format!("vph-probe-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Paths::new(dir)
-    }
-
     #[test]
     fn faked_sysfs_decides_hardware_and_rdt() {
-        let paths = fake_root("nopmu");
+        let paths = crate::paths::FakeRoot::new("probe-nopmu");
         let r = probe_all(&paths);
         assert_eq!(r.len(), 22);
         assert_eq!(r["cpu_cycles"].as_deref(), Some(NO_PMU));
@@ -156,7 +149,6 @@ mod tests {
         std::fs::write(paths.intel_cqm_type(), "junk\n").unwrap();
         let r = probe_all(&paths);
         assert!(r["mbml"].as_deref().unwrap().contains("not a perf type number"));
-        let _ = std::fs::remove_dir_all(paths.root());
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_virt-perf-hook");
@@ -62,29 +61,21 @@ pub fn system_tests(test: &str, changes: &str) -> bool {
     asked
 }
 
-/// A temporary directory removed on drop; doubles as a fake host root.
-pub struct TempDir(PathBuf);
+/// A temporary directory removed on drop, also when the test fails; doubles as a fake host root.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vph-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(tempfile::Builder::new().prefix(&format!("vph-{tag}-")).tempdir().unwrap())
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// Writes `rel` (parents created) with mode 0644 and returns its path.
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.0.join(rel.trim_start_matches('/'));
+        let p = self.path().join(rel.trim_start_matches('/'));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
         set_mode(&p, 0o644);
@@ -103,12 +94,6 @@ impl TempDir {
         let t = TempDir::new(tag);
         t.write("/etc/virt-perf-hook/config.json", config);
         t
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
