@@ -97,19 +97,6 @@ impl Paths {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rerooting() {
-        let p = Paths::new("/tmp/fake");
-        assert_eq!(p.default_config(), PathBuf::from("/tmp/fake/etc/virt-perf-hook/config.json"));
-        assert_eq!(p.state_file(), PathBuf::from("/tmp/fake/var/cache/virt-perf-hook/state.json"));
-        assert_eq!(Paths::new("/").boot_id(), PathBuf::from("/proc/sys/kernel/random/boot_id"));
-    }
-}
-
 /// A fake host root in a new temporary directory, removed on drop (also when a test fails);
 /// derefs to its [`Paths`].
 #[cfg(test)]
@@ -133,5 +120,18 @@ impl std::ops::Deref for FakeRoot {
 
     fn deref(&self) -> &Paths {
         &self.paths
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rerooting() {
+        let p = Paths::new("/tmp/fake");
+        assert_eq!(p.default_config(), PathBuf::from("/tmp/fake/etc/virt-perf-hook/config.json"));
+        assert_eq!(p.state_file(), PathBuf::from("/tmp/fake/var/cache/virt-perf-hook/state.json"));
+        assert_eq!(Paths::new("/").boot_id(), PathBuf::from("/proc/sys/kernel/random/boot_id"));
     }
 }
