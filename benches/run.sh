@@ -18,6 +18,9 @@ done
 
 # The binary as the packages ship it (statically linked glibc).
 bin=$(packaging/release-binary.sh)
+# The same with panic = "abort", to show what unwinding costs (not shipped: an aborting hook dies
+# of SIGABRT on a panic and libvirt aborts the restore, even with "on_error": "pass").
+bin_abort=$(CARGO_PROFILE_RELEASE_PANIC=abort CARGO_TARGET_DIR=$repo/target/bench-panic-abort packaging/release-binary.sh)
 rm -rf "$work"
 python3 benches/gen.py "$work" >/dev/null
 x8k=$work/domain-8k.xml
@@ -60,7 +63,8 @@ hf passthrough --warmup 50 --runs 400 \
 # Cross-check without the shell (hyperfine -N, stdin /dev/null: neither command reads stdin).
 hf passthrough-noshell -N --warmup 50 --runs 400 \
   -n true "/bin/true" \
-  -n passthrough "$bin qemu vm prepare begin -"
+  -n passthrough "$bin qemu vm prepare begin -" \
+  -n passthrough-abort "$bin_abort qemu vm prepare begin -"
 echo "bench: 8 KB rewrite"
 hf rewrite8k --warmup 20 --runs 300 \
   -n cat "cat $x8k" \
@@ -103,9 +107,10 @@ rss=$(peak "$bin" qemu vm restore begin -)
 py_rss=$(peak python3 "$py_hook" vm restore begin -)
 xs_rss=$(peak "$xs_hook" vm restore begin -)
 
-python3 - "$work" "$rss" "$py_rss" "$xs_rss" "$cache_state" "$warm_out" <<'PY'
+python3 - "$work" "$rss" "$py_rss" "$xs_rss" "$cache_state" "$warm_out" "$bin" "$bin_abort" <<'PY'
 import json, os, sys, platform, subprocess
 work, rss, py_rss, xs_rss, cache_state, warm_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+size, size_abort = os.path.getsize(sys.argv[7]), os.path.getsize(sys.argv[8])
 def load(name):
     return {r["command"]: r for r in json.load(open(os.path.join(work, name + ".json")))["results"]}
 p, pn, r8, r8w, a8, r5, hx = (load(n) for n in ("passthrough", "passthrough-noshell", "rewrite8k", "rewrite8k-warm", "alt8k", "rewrite5m", "hostile"))
@@ -128,6 +133,8 @@ row("hook passthrough (`qemu vm prepare begin -`) / `/bin/true`", f"{x:.2f}× ({
 x = ms(pn["passthrough"]) / ms(pn["true"])
 row("same, without a shell (`-N`, stdin /dev/null)", f"{x:.2f}× ({ms(pn['passthrough']):.3f} vs {ms(pn['true']):.3f} ms)", "≤ 1.5×", x <= 1.5)
 x = ms(p["shell-entry"]) / t
+row("release binary: `panic = \"unwind\"` (shipped) vs `\"abort\"`", f"{size / 1024:.0f} KB vs {size_abort / 1024:.0f} KB ({(size / size_abort - 1) * 100:+.1f} %)")
+row("passthrough (`-N`): `panic = \"unwind\"` vs `\"abort\"`", f"{ms(pn['passthrough']):.3f} vs {ms(pn['passthrough-abort']):.3f} ms ({(ms(pn['passthrough']) / ms(pn['passthrough-abort']) - 1) * 100:+.1f} %)")
 row("shipped shell entry (`qemu.d/virt-perf-hook vm prepare begin -`) / `/bin/true`", f"{x:.2f}× ({ms(p['shell-entry']):.3f} ms)")
 # Each rewrite against the `cat` timed in the same hyperfine run.
 for res, name, label in ((r8, "rewrite", "pinned"), (r8w, "rewrite-warm", "warm cache")):

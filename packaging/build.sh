@@ -83,6 +83,8 @@ chmod 0644 "$stage/usr/share/man/man1/virt-perf-hook.1.gz"
 docs="$build/docs"
 install -D -m 0644 "$top/README.md" "$docs/README.md"
 install -D -m 0644 "$here/copyright" "$docs/copyright"
+# The licence texts, for the rpm's %license (the .deb's copyright file carries them instead).
+install -m 0644 "$top/LICENSE-MIT" "$top/LICENSE-APACHE" "$docs/"
 
 build_deb() {
     arch=$(dpkg --print-architecture)

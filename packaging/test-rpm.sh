@@ -28,7 +28,8 @@ drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d
 -rwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d/virt-perf-hook
 -rwxr-xr-x root:root /usr/lib/virt-perf-hook/post-install
 -rw-r--r-- root:root /usr/share/doc/virt-perf-hook/README.md
--rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/copyright
+-rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-APACHE
+-rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-MIT
 -rw-r--r-- root:root /usr/share/man/man1/virt-perf-hook.1.gz
 drwx------ root:root /var/cache/virt-perf-hook"
 same "$files" "$want" "file list, modes and owners"

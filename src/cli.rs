@@ -44,6 +44,8 @@ OPTIONS:
     -q, --quiet         Only errors
     -h, --help          This help
     -V, --version       Version
+    Options go before or after the command; short ones combine (-vv) and take values attached or
+    separate (-cPATH, -c PATH, --config=PATH). Arguments after -- are operands (a domain named -x).
 
 EXIT STATUS:
     0 success; 1 failure (I/O, virsh, or 'check' found problems); 2 usage error;
@@ -134,192 +136,162 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
     }
 }
 
-/// Parses the arguments after argv[0].
+/// Parses the arguments after argv[0]. Options may come before or after the command; short
+/// ones cluster and take values attached or separate (`-vv`, `-cPATH`, `-c PATH`, `-C=URI`),
+/// long ones take `--opt VALUE` or `--opt=VALUE`. Words after `--` are operands, and everything
+/// after `qemu`/`daemon` is the hook's argv, verbatim (a domain may be called `-x`).
 pub fn parse(args: &[OsString]) -> Result<Invocation> {
-    let mut config = None;
-    let mut verbosity: i8 = 0;
-    let mut words: Vec<String> = Vec::new();
-    let mut it = args.iter();
-    let mut options_done = false;
-    while let Some(arg) = it.next() {
-        let Some(a) = arg.to_str() else {
-            return Err(Error::Usage(format!("argument {:?} is not valid UTF-8", arg)));
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    let (mut config, mut verbosity) = (None, 0i8);
+    let mut name: Option<String> = None;
+    let mut opts = CommandOpts::default();
+    let usage = |e: lexopt::Error| Error::Usage(e.to_string());
+    while let Some(arg) = p.next().map_err(usage)? {
+        let spelled = match arg {
+            Short(c) => format!("-{c}"),
+            Long(l) => format!("--{l}"),
+            Value(_) => String::new(),
         };
-        if options_done {
-            words.push(a.to_string());
-            continue;
-        }
-        match a {
-            // Kept as a marker: the command's own parser treats what follows as operands.
-            "--" => {
-                options_done = true;
-                words.push(a.to_string());
+        match arg {
+            Short('h') | Long("help") => return Ok(Invocation { command: Command::Help, config, verbosity }),
+            Short('V') | Long("version") => return Ok(Invocation { command: Command::Version, config, verbosity }),
+            Short('v') | Long("verbose") => verbosity = verbosity.max(0).saturating_add(1),
+            Short('q') | Long("quiet") => verbosity = -1,
+            Short('c') | Long("config") => {
+                let v = p.value().ok().filter(|v| !v.is_empty());
+                config = Some(PathBuf::from(v.ok_or_else(|| Error::Usage(format!("{spelled} needs a file path")))?));
             }
-            "-h" | "--help" => return Ok(Invocation { command: Command::Help, config, verbosity }),
-            "-V" | "--version" => return Ok(Invocation { command: Command::Version, config, verbosity }),
-            "-v" | "--verbose" => verbosity = verbosity.saturating_add(1),
-            "-vv" => verbosity = verbosity.saturating_add(2),
-            "-q" | "--quiet" => verbosity = -1,
-            "-c" | "--config" => {
-                let v = it.next().ok_or_else(|| Error::Usage(format!("{a} needs a file path")))?;
-                config = Some(PathBuf::from(v));
+            Short('C') | Long("connect") => {
+                let v = p.value().ok().filter(|v| !v.is_empty());
+                let v = v.ok_or_else(|| Error::Usage(format!("{spelled} needs a connection URI")))?;
+                opts.connect = Some((utf8(v)?, spelled));
             }
-            _ if a.starts_with("--config=") => config = Some(PathBuf::from(&a["--config=".len()..])),
-            _ => {
-                words.push(a.to_string());
-                // Hook arguments are passed through verbatim (a domain may be called "-x").
-                if words.len() == 1 && matches!(a, "qemu" | "daemon") {
-                    words.extend(it.by_ref().map(|s| s.to_string_lossy().into_owned()));
-                    break;
+            Long(flag @ ("dry-run" | "diff" | "validate" | "all" | "live" | "json")) => opts.flags.push(flag.to_string()),
+            Value(v) if name.is_none() => {
+                let word = utf8(v)?;
+                if matches!(word.as_str(), "qemu" | "daemon") {
+                    let hook_args = p.raw_args().map_err(usage)?.map(|a| a.to_string_lossy().into_owned()).collect();
+                    let command = if word == "qemu" { Command::Qemu(hook_args) } else { Command::Daemon(hook_args) };
+                    return Ok(Invocation { command, config, verbosity });
                 }
+                if !COMMANDS.contains(&word.as_str()) {
+                    return Err(Error::Usage(format!("unknown command '{word}'")));
+                }
+                name = Some(word);
+            }
+            Value(v) => opts.operands.push(utf8(v)?),
+            _ => {
+                let at = name.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+                return Err(Error::Usage(format!("{at}unknown option '{spelled}'")));
             }
         }
     }
-    let command = command(&words)?;
+    let name = name.ok_or_else(|| Error::Usage("no command given".into()))?;
+    let command = command(&name, opts)?;
     Ok(Invocation { command, config, verbosity })
 }
 
-fn command(words: &[String]) -> Result<Command> {
-    // `-- COMMAND ARGS…`: everything after the command is an operand.
-    let (words, all_operands) = match words.split_first() {
-        Some((first, rest)) if first == "--" => (rest, true),
-        _ => (words, false),
-    };
-    let Some((name, rest)) = words.split_first() else {
-        return Err(Error::Usage("no command given".into()));
-    };
-    let mut flags = Flags::new(name, rest, all_operands);
-    let cmd = match name.as_str() {
-        "help" => Command::Help,
-        "version" => Command::Version,
+const COMMANDS: &[&str] = &["help", "version", "filter", "define", "apply", "events", "check", "refresh"];
+
+fn utf8(arg: OsString) -> Result<String> {
+    arg.into_string().map_err(|a| Error::Usage(format!("argument {a:?} is not valid UTF-8")))
+}
+
+/// The options and operands given with a command, checked against what it accepts by `command`.
+#[derive(Default)]
+struct CommandOpts {
+    /// Long names without dashes, as given.
+    flags: Vec<String>,
+    /// The URI and how the option was spelled (`-C`, `--connect`).
+    connect: Option<(String, String)>,
+    operands: Vec<String>,
+}
+
+impl CommandOpts {
+    /// Takes the flag `name` (without dashes) if given.
+    fn take(&mut self, name: &str) -> bool {
+        let before = self.flags.len();
+        self.flags.retain(|f| f != name);
+        self.flags.len() != before
+    }
+
+    /// Fails on any option the command did not take.
+    fn done(&self, cmd: &str) -> Result<()> {
+        let left = self.flags.first().map(|f| format!("--{f}")).or_else(|| self.connect.as_ref().map(|c| c.1.clone()));
+        match left {
+            Some(opt) => Err(Error::Usage(format!("{cmd}: unknown option '{opt}'"))),
+            None => Ok(()),
+        }
+    }
+
+    fn at_most_one_operand(&mut self, cmd: &str, what: &str) -> Result<Option<String>> {
+        if self.operands.len() > 1 {
+            return Err(Error::Usage(format!("{cmd}: only one {what} may be given, got {}", self.operands.len())));
+        }
+        Ok(self.operands.pop())
+    }
+
+    fn no_operands(&self, cmd: &str) -> Result<()> {
+        match self.operands.first() {
+            Some(w) => Err(Error::Usage(format!("{cmd}: unexpected argument '{w}'"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
+    let cmd = match name {
+        "help" => return Ok(Command::Help),
+        "version" => return Ok(Command::Version),
         "filter" => {
-            let dry = flags.take("--dry-run");
-            let diff = flags.take("--diff");
+            let dry = o.take("dry-run");
+            let diff = o.take("diff");
             if dry && diff {
                 return Err(Error::Usage("filter: --dry-run and --diff exclude each other".into()));
             }
             let mode = if dry { FilterMode::DryRun } else if diff { FilterMode::Diff } else { FilterMode::Print };
-            let input = flags.at_most_one_positional("FILE")?;
-            Command::Filter { mode, input }
+            o.done(name)?;
+            Command::Filter { mode, input: o.at_most_one_operand(name, "FILE")? }
         }
         "define" => {
-            let connect = flags.value(&["--connect", "-C"])?;
-            let validate = flags.take("--validate");
-            let input = flags.at_most_one_positional("FILE")?.ok_or_else(|| {
-                Error::Usage("define: give a FILE, or - for stdin".into())
-            })?;
+            let connect = o.connect.take().map(|c| c.0);
+            let validate = o.take("validate");
+            o.done(name)?;
+            let input = o
+                .at_most_one_operand(name, "FILE")?
+                .ok_or_else(|| Error::Usage("define: give a FILE, or - for stdin".into()))?;
             Command::Define(virsh::DefineOpts { connect, validate, input })
         }
         "apply" => {
-            let connect = flags.value(&["--connect", "-C"])?;
-            let all = flags.take("--all");
-            let live = flags.take("--live");
-            let dry_run = flags.take("--dry-run");
-            let domains = flags.positionals()?;
-            if all != domains.is_empty() {
+            let connect = o.connect.take().map(|c| c.0);
+            let all = o.take("all");
+            let live = o.take("live");
+            let dry_run = o.take("dry-run");
+            o.done(name)?;
+            if all != o.operands.is_empty() {
                 return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
             }
-            Command::Apply(virsh::ApplyOpts { connect, all, live, dry_run, domains })
+            Command::Apply(virsh::ApplyOpts { connect, all, live, dry_run, domains: o.operands })
         }
-        "events" => {
-            let json = flags.take("--json");
-            flags.no_positionals()?;
-            Command::Events { json }
-        }
-        "check" => {
-            let json = flags.take("--json");
-            flags.no_positionals()?;
-            Command::Check { json }
+        "events" | "check" => {
+            let json = o.take("json");
+            o.done(name)?;
+            o.no_operands(name)?;
+            if name == "events" {
+                Command::Events { json }
+            } else {
+                Command::Check { json }
+            }
         }
         "refresh" => {
-            flags.no_positionals()?;
+            o.done(name)?;
+            o.no_operands(name)?;
             Command::Refresh
         }
-        "qemu" => return Ok(Command::Qemu(rest.to_vec())),
-        "daemon" => return Ok(Command::Daemon(rest.to_vec())),
-        other => return Err(Error::Usage(format!("unknown command '{other}'"))),
+        other => unreachable!("'{other}' is not in COMMANDS"),
     };
     Ok(cmd)
-}
-
-/// Tiny per-command flag parser over the words after the command name. Words after `--` are
-/// operands even when they look like options (a domain may be called `-x` or `--all`).
-struct Flags<'a> {
-    cmd: &'a str,
-    words: Vec<Option<&'a str>>,
-    operands: &'a [String],
-}
-
-impl<'a> Flags<'a> {
-    fn new(cmd: &'a str, rest: &'a [String], all_operands: bool) -> Self {
-        let (opts, operands): (&[String], &[String]) = match rest.iter().position(|w| w == "--") {
-            _ if all_operands => (&[], rest),
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &[]),
-        };
-        Flags { cmd, words: opts.iter().map(|s| Some(s.as_str())).collect(), operands }
-    }
-
-    fn take(&mut self, flag: &str) -> bool {
-        let mut found = false;
-        for w in self.words.iter_mut() {
-            if *w == Some(flag) {
-                *w = None;
-                found = true;
-            }
-        }
-        found
-    }
-
-    fn value(&mut self, names: &[&str]) -> Result<Option<String>> {
-        let mut out = None;
-        let mut i = 0;
-        while i < self.words.len() {
-            if let Some(w) = self.words[i] {
-                if let Some(v) = names.iter().find_map(|n| w.strip_prefix(&format!("{n}="))) {
-                    out = Some(v.to_string());
-                    self.words[i] = None;
-                } else if names.contains(&w) {
-                    let v = self.words.get(i + 1).copied().flatten().ok_or_else(|| {
-                        Error::Usage(format!("{}: {w} needs a value", self.cmd))
-                    })?;
-                    out = Some(v.to_string());
-                    self.words[i] = None;
-                    self.words[i + 1] = None;
-                    i += 1;
-                }
-            }
-            i += 1;
-        }
-        Ok(out)
-    }
-
-    fn positionals(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for w in self.words.iter().flatten() {
-            if w.starts_with('-') && *w != "-" && w.len() > 1 {
-                return Err(Error::Usage(format!("{}: unknown option '{w}'", self.cmd)));
-            }
-            out.push(w.to_string());
-        }
-        out.extend(self.operands.iter().cloned());
-        Ok(out)
-    }
-
-    fn at_most_one_positional(&self, what: &str) -> Result<Option<String>> {
-        let mut p = self.positionals()?;
-        if p.len() > 1 {
-            return Err(Error::Usage(format!("{}: only one {what} may be given, got {}", self.cmd, p.len())));
-        }
-        Ok(p.pop())
-    }
-
-    fn no_positionals(&self) -> Result<()> {
-        match self.positionals()?.first() {
-            Some(w) => Err(Error::Usage(format!("{}: unexpected argument '{w}'", self.cmd))),
-            None => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -388,5 +360,79 @@ mod tests {
             assert_eq!(e.exit_code(), exit::USAGE);
             assert!(e.to_string().contains(want), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn short_and_long_option_forms() {
+        let cfg = |args: &[&str]| p(args).unwrap().config;
+        for args in [
+            &["-c/x.json", "check"][..],
+            &["-c", "/x.json", "check"],
+            &["-c=/x.json", "check"],
+            &["--config=/x.json", "check"],
+            &["--config", "/x.json", "check"],
+            &["check", "-qc/x.json"],
+        ] {
+            assert_eq!(cfg(args), Some(PathBuf::from("/x.json")), "{args:?}");
+        }
+        let verbosity = |args: &[&str]| p(args).unwrap().verbosity;
+        assert_eq!(verbosity(&["-vvv", "events"]), 3);
+        assert_eq!(verbosity(&["-v", "events", "--verbose"]), 2);
+        assert_eq!(verbosity(&["-q", "events"]), -1);
+        // The last of -q and -v wins.
+        assert_eq!(verbosity(&["-vq", "events"]), -1);
+        assert_eq!(verbosity(&["-qv", "events"]), 1);
+        let connect = |args: &[&str]| match p(args).unwrap().command {
+            Command::Apply(o) => o.connect,
+            Command::Define(o) => o.connect,
+            other => panic!("{other:?}"),
+        };
+        for args in [
+            &["apply", "-Cqemu:///system", "--all"][..],
+            &["apply", "-C", "qemu:///system", "--all"],
+            &["apply", "-C=qemu:///system", "--all"],
+            &["apply", "--all", "--connect=qemu:///system"],
+            &["define", "--connect", "qemu:///system", "-"],
+            &["-C", "qemu:///system", "define", "-"],
+        ] {
+            assert_eq!(connect(args).as_deref(), Some("qemu:///system"), "{args:?}");
+        }
+        assert_eq!(p(&["-vc", "/x.json", "--", "events"]).unwrap().command, Command::Events { json: false });
+    }
+
+    #[test]
+    fn hook_arguments_are_verbatim() {
+        let i = p(&["-c", "/x.json", "qemu", "-c", "restore", "--", "-"]).unwrap();
+        assert_eq!(i.config, Some(PathBuf::from("/x.json")));
+        assert_eq!(i.command, Command::Qemu(vec!["-c".into(), "restore".into(), "--".into(), "-".into()]));
+        assert_eq!(p(&["-v", "--", "daemon", "-", "start"]).unwrap().command, Command::Daemon(vec!["-".into(), "start".into()]));
+        assert_eq!(p(&["qemu", "--help"]).unwrap().command, Command::Qemu(vec!["--help".into()]));
+    }
+
+    #[test]
+    fn option_errors_name_the_option() {
+        for (args, want) in [
+            (&["-vvx", "events"][..], "unknown option '-x'"),
+            (&["filter", "--json"][..], "filter: unknown option '--json'"),
+            (&["events", "-C", "x"][..], "events: unknown option '-C'"),
+            (&["check", "--connect=x"][..], "check: unknown option '--connect'"),
+            (&["refresh", "--all"][..], "refresh: unknown option '--all'"),
+            (&["apply", "-C"][..], "-C needs a connection URI"),
+            (&["apply", "--connect="][..], "--connect needs a connection URI"),
+            (&["check", "-c"][..], "-c needs a file path"),
+            (&["--config=", "check"][..], "--config needs a file path"),
+            (&["frob", "--help"][..], "unknown command 'frob'"),
+            (&["-vvv"][..], "no command given"),
+        ] {
+            let e = p(args).unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE);
+            assert!(e.to_string().contains(want), "{args:?}: {e}");
+        }
+        use std::os::unix::ffi::OsStringExt;
+        let e = parse(&[OsString::from("apply"), OsString::from_vec(vec![b'a', 0xff])]).unwrap_err();
+        assert!(e.to_string().contains("is not valid UTF-8"), "{e}");
+        // A config path need not be UTF-8.
+        let i = parse(&[OsString::from("-c"), OsString::from_vec(vec![b'/', 0xff]), OsString::from("check")]).unwrap();
+        assert_eq!(i.config, Some(PathBuf::from(OsString::from_vec(vec![b'/', 0xff]))));
     }
 }

@@ -5,7 +5,7 @@
 //! - [`cmd`]: the commands (`filter`, the libvirt hooks, `define`/`apply`, the reports);
 //! - [`host`]: what this host's libvirt and kernel support (version detection, cache, probe) and
 //!   the plan made from it;
-//! - [`core`]: the config, the event catalog and the pure XML rewrite (no I/O);
+//! - [`core`]: the config, the event catalog, the pure XML rewrite and its diff (no I/O);
 //! - [`support`]: the error type, host paths, trusted-file reads and logging.
 
 pub mod cli;

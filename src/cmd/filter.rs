@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::{read_input, Ctx};
 use crate::core::config::Config;
+use crate::core::diff;
 use crate::core::rewrite::{Document, Outcome};
 use crate::host::plan::{self, Plan, Target};
 use crate::support::error::{exit, Error, Result};
@@ -81,60 +82,10 @@ pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
     let written = match mode {
         FilterMode::Print => out.write_all(result.xml().unwrap_or(&xml).as_bytes()),
         FilterMode::DryRun => writeln!(out, "{}", result.describe()),
-        FilterMode::Diff => out.write_all(unified_diff(&xml, result.xml().unwrap_or(&xml), input.unwrap_or("-")).as_bytes()),
+        FilterMode::Diff => {
+            let edits = result.outcome.as_ref().map_or(&[][..], |o| &o.edits[..]);
+            out.write_all(diff::unified(&xml, edits, input.unwrap_or("-")).as_bytes())
+        }
     };
     written.map(|()| exit::OK).map_err(|e| Error::io("stdout", "write to", e))
-}
-
-/// A unified diff of two texts that differ in one region (what a rewrite produces).
-pub fn unified_diff(old: &str, new: &str, label: &str) -> String {
-    if old == new {
-        return String::new();
-    }
-    let a: Vec<&str> = old.split_inclusive('\n').collect();
-    let b: Vec<&str> = new.split_inclusive('\n').collect();
-    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
-    const CONTEXT: usize = 3;
-    let start = prefix.saturating_sub(CONTEXT);
-    let a_end = (a.len() - suffix + CONTEXT).min(a.len());
-    let b_end = (b.len() - suffix + CONTEXT).min(b.len());
-    let mut out = format!("--- {label}\n+++ {label} (virt-perf-hook)\n");
-    let range = |s: usize, e: usize| if e > s { format!("{},{}", s + 1, e - s) } else { format!("{s},0") };
-    out.push_str(&format!("@@ -{} +{} @@\n", range(start, a_end), range(start, b_end)));
-    let line = |sign: char, l: &str| {
-        let mut s = format!("{sign}{l}");
-        if !l.ends_with('\n') {
-            s.push_str("\n\\ No newline at end of file\n");
-        }
-        s
-    };
-    for l in &a[start..prefix] {
-        out.push_str(&line(' ', l));
-    }
-    for l in &a[prefix..a.len() - suffix] {
-        out.push_str(&line('-', l));
-    }
-    for l in &b[prefix..b.len() - suffix] {
-        out.push_str(&line('+', l));
-    }
-    for l in &a[a.len() - suffix..a_end] {
-        out.push_str(&line(' ', l));
-    }
-    out
-}
-
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diff_of_an_insertion() {
-        let d = unified_diff("a\nb\nc\n", "a\nb\nx\nc\n", "f");
-        assert_eq!(d, "--- f\n+++ f (virt-perf-hook)\n@@ -1,3 +1,4 @@\n a\n b\n+x\n c\n");
-        assert_eq!(unified_diff("same", "same", "f"), "");
-        let d = unified_diff("a", "b", "f");
-        assert!(d.contains("-a\n\\ No newline at end of file\n+b\n"));
-    }
 }

@@ -6,8 +6,11 @@
 //! means unchanged), so every other call exits at once without reading anything. A hook must
 //! never call back into libvirt (it would deadlock), so nothing here runs virsh.
 
+use std::cell::Cell;
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::cmd::{config_path, filter, read_input};
 use crate::core::config::{Config, OnError};
@@ -52,42 +55,83 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     }
     let paths = Paths::from_env();
     logging::init_hook(&paths);
-    let config_path = config_path(&paths, config_flag);
     let domain = args.first().map(String::as_str).unwrap_or("-");
-    let cfg = Config::load(&config_path);
-    if kind == Kind::Daemon {
-        // The version and probe do not depend on the config (only a pin): refresh them even
-        // without one. Nothing here can fail the daemon.
-        let pin = match &cfg {
-            Ok(cfg) => cfg.libvirt_version,
-            Err(e) => {
-                log::warn!("daemon {op}: {e}; refreshing the cache anyway");
-                None
-            }
-        };
-        plan::refresh(&paths, pin);
-        log::info!("daemon {op}: cache refreshed");
-        return exit::OK;
-    }
-    let on_error = cfg.as_ref().map(|c| c.on_error).unwrap_or(OnError::Pass);
-    match cfg.and_then(|cfg| qemu_rewrite(&paths, &cfg, domain, op)) {
-        Ok(()) => exit::OK,
-        Err(e) if on_error == OnError::Pass => {
-            log::error!("{domain} {op} {subop}: {e}; leaving the guest unchanged");
+    // A panic is an internal error like any other: with on_error pass the guest goes on unchanged
+    // (nothing is written before the rewrite is complete), so it must not abort the process.
+    // The hook records it instead of printing Rust's multi-line report.
+    std::panic::set_hook(Box::new(|info| record_panic(info.payload(), info.location())));
+    let on_error = Cell::new(OnError::Pass);
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| match kind {
+        Kind::Daemon => {
+            daemon_refresh(&paths, config_flag, op);
+            Ok(())
+        }
+        Kind::Qemu => Config::load(&config_path(&paths, config_flag)).and_then(|cfg| {
+            on_error.set(cfg.on_error);
+            qemu_rewrite(&paths, &cfg, domain, op)
+        }),
+    }));
+    let err = match done {
+        Ok(Ok(())) => return exit::OK,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("internal error ({})", take_panic()),
+    };
+    match (kind, on_error.get()) {
+        (Kind::Daemon, _) => {
+            // Nothing here can fail the daemon.
+            log::error!("daemon {op}: {err}");
             exit::OK
         }
-        Err(e) => {
-            log::error!(target: logging::SYSLOG_ONLY, "{domain} {op} {subop}: {e}; aborting the operation (on_error: fail)");
+        (Kind::Qemu, OnError::Pass) => {
+            log::error!("{domain} {op} {subop}: {err}; leaving the guest unchanged");
+            exit::OK
+        }
+        (Kind::Qemu, OnError::Fail) => {
+            log::error!(target: logging::SYSLOG_ONLY, "{domain} {op} {subop}: {err}; aborting the operation (on_error: fail)");
             // libvirt shows this line to whoever started the operation.
-            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {domain} {op} {subop}: {e}");
+            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {domain} {op} {subop}: {err}");
             exit::FAILURE
         }
     }
 }
 
+fn daemon_refresh(paths: &Paths, config_flag: Option<PathBuf>, op: &str) {
+    // The version and probe do not depend on the config (only a pin): refresh them even
+    // without one.
+    let pin = match Config::load(&config_path(paths, config_flag)) {
+        Ok(cfg) => cfg.libvirt_version,
+        Err(e) => {
+            log::warn!("daemon {op}: {e}; refreshing the cache anyway");
+            None
+        }
+    };
+    plan::refresh(paths, pin);
+    log::info!("daemon {op}: cache refreshed");
+}
+
+/// The last panic's message and place, kept by the panic hook for the one-line report.
+static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+fn record_panic(payload: &(dyn std::any::Any + Send), place: Option<&std::panic::Location<'_>>) {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string());
+    let place = place.map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    if let Ok(mut last) = PANIC.lock() {
+        *last = Some(crate::support::error::one_line(&format!("panic{place}: {msg}")));
+    }
+}
+
+fn take_panic() -> String {
+    PANIC.lock().ok().and_then(|mut p| p.take()).unwrap_or_else(|| "panic".to_string())
+}
+
 fn qemu_rewrite(paths: &Paths, cfg: &Config, domain: &str, op: &str) -> Result<()> {
     let xml = read_input(None)?;
     let result = filter::filter(paths, cfg, &xml, Some(domain))?;
+    test_panic();
     result.log(&format!("{op} begin: "));
     if let Some(new) = result.xml() {
         let mut out = std::io::stdout().lock();
@@ -95,6 +139,15 @@ fn qemu_rewrite(paths: &Paths, cfg: &Config, domain: &str, op: &str) -> Result<(
         out.write_all(new.as_bytes()).and_then(|()| out.flush()).map_err(|e| Error::io("stdout", "write XML to", e))?;
     }
     Ok(())
+}
+
+/// Tests force a panic in hook mode with `VIRT_PERF_HOOK_TEST_PANIC=1`, after the rewrite and
+/// before any output; debug builds only, so the shipped binary has no such switch.
+fn test_panic() {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("VIRT_PERF_HOOK_TEST_PANIC").is_some_and(|v| v == "1") {
+        panic!("forced by VIRT_PERF_HOOK_TEST_PANIC=1\nsecond line");
+    }
 }
 
 #[cfg(test)]

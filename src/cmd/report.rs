@@ -12,11 +12,11 @@ use crate::host::plan::{self, Assessment, Mode};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
 
-/// The config, or the defaults with a note on stderr: `events` and `refresh` are useful before
-/// any config exists (packaging runs `refresh` at install time).
+/// The config, or the defaults with a warning (silenced by `-q`): `events` and `refresh` are
+/// useful before any config exists (packaging runs `refresh` at install time).
 fn config_or_default(ctx: &Ctx, what: &str) -> Config {
     ctx.load_config().unwrap_or_else(|e| {
-        eprintln!("virt-perf-hook: note: {e}; {what}");
+        log::warn!("{e}; {what}");
         Config::default()
     })
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use glob::Pattern;
 use serde_json::Value;
 
 use crate::core::events;
@@ -21,18 +22,25 @@ pub enum OnError {
     Fail,
 }
 
+/// Shell globs on the domain name: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Domains {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+    #[serde(serialize_with = "glob_strings")]
+    pub include: Vec<Pattern>,
+    #[serde(serialize_with = "glob_strings")]
+    pub exclude: Vec<Pattern>,
 }
 
 impl Domains {
     /// A domain is selected when it matches an include glob (or there are none) and no exclude glob.
     pub fn selects(&self, name: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|g| glob_match(g, name)))
-            && !self.exclude.iter().any(|g| glob_match(g, name))
+        (self.include.is_empty() || self.include.iter().any(|g| g.matches(name)))
+            && !self.exclude.iter().any(|g| g.matches(name))
     }
+}
+
+fn glob_strings<S: serde::Serializer>(globs: &[Pattern], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(globs.iter().map(Pattern::as_str))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -72,7 +80,7 @@ impl Config {
 
     /// Parses config JSON; the error is a one-line message without the path.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let value = parse_json(text)?;
         let Value::Object(map) = value else {
             return Err(format!("the top level must be a JSON object, not {}", kind(&value)));
         };
@@ -107,6 +115,91 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// JSON text to a `Value`, refusing duplicate keys at any depth: serde_json's map keeps the last
+/// one silently, so `{"enabled_perf_events": [...], "enabled_perf_events": []}` would drop the
+/// events without a word (and other JSON tools may keep the first).
+fn parse_json(text: &str) -> std::result::Result<Value, String> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = UniqueKeys { path: String::new() }.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    value.map_err(|e| match e.classify() {
+        // Our own error (the only data error a Value can raise): it names the key already.
+        serde_json::error::Category::Data => format!("{e}; give each key once"),
+        _ => format!("invalid JSON: {e}"),
+    })
+}
+
+/// Builds a `Value` like serde_json's own, but fails on a key seen twice in one object.
+/// `path` is where the value sits (`domains.`), for the message.
+struct UniqueKeys {
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> std::result::Result<Value, E> {
+        // JSON has no NaN or infinity; serde_json never hands one over.
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(UniqueKeys { path: format!("{}[{}].", self.path.trim_end_matches('.'), items.len()) })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let full = format!("{}{key}", self.path);
+            let value = map.next_value_seed(UniqueKeys { path: format!("{full}.") })?;
+            if out.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom(format_args!("duplicate key '{}'", printable(&full))));
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -176,17 +269,27 @@ fn parse_domains(val: &Value) -> std::result::Result<Domains, String> {
     Ok(d)
 }
 
-fn globs(key: &str, v: &Value) -> std::result::Result<Vec<String>, String> {
+fn globs(key: &str, v: &Value) -> std::result::Result<Vec<Pattern>, String> {
     let Value::Array(items) = v else {
         return Err(type_error(key, "a list of name globs", v));
     };
     items
         .iter()
         .map(|i| match i {
-            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            Value::String(s) if !s.is_empty() => glob(key, s),
             other => Err(type_error(key, "non-empty glob strings", other)),
         })
         .collect()
+}
+
+fn glob(key: &str, s: &str) -> std::result::Result<Pattern, String> {
+    let invalid = |why: &str| format!("{key}: invalid glob '{}': {why}", printable(s));
+    // glob reads `[^a]` as the class {^, a}; some shells negate it. Refuse the ambiguity rather
+    // than select other guests than the operator meant.
+    if s.contains("[^") {
+        return Err(invalid("write [!...] to negate a class"));
+    }
+    Pattern::new(s).map_err(|e| invalid(e.msg))
 }
 
 fn one_of<'a>(key: &str, val: &Value, allowed: &[&'a str]) -> std::result::Result<&'a str, String> {
@@ -233,89 +336,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
-}
-
-/// Shell-style glob: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`; everything else is literal.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // Iterative matcher with one backtrack point for the last `*` (linear in practice).
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ni));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    pi += 1;
-                    ni += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((matched, len)) = class_match(&p[pi..], n[ni]) {
-                        if matched {
-                            pi += len;
-                            ni += 1;
-                            continue;
-                        }
-                    } else if n[ni] == '[' {
-                        pi += 1;
-                        ni += 1;
-                        continue;
-                    }
-                }
-                c if c == n[ni] => {
-                    pi += 1;
-                    ni += 1;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        match star {
-            Some((sp, sn)) => {
-                pi = sp + 1;
-                ni = sn + 1;
-                star = Some((sp, sn + 1));
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-/// Matches `c` against the class at the start of `p` (which begins with `[`). Returns whether it
-/// matched and the class length, or None when the `[` is not a complete class (then literal).
-fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(p.get(i), Some('!') | Some('^'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    while i < p.len() {
-        if p[i] == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-            if p[i] <= c && c <= p[i + 2] {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if p[i] == c {
-                matched = true;
-            }
-            i += 1;
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -378,6 +398,24 @@ mod tests {
         assert_eq!(err("[]"), "the top level must be a JSON object, not a list");
         assert!(err("{").starts_with("invalid JSON: EOF while parsing"));
         assert!(err("").starts_with("invalid JSON"));
+        assert!(err("{} x").starts_with("invalid JSON: trailing characters"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert_eq!(
+            err(r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#),
+            "duplicate key 'enabled_perf_events' at line 1 column 64; give each key once"
+        );
+        assert_eq!(
+            err("{\"domains\": {\"include\": [\"a\"],\n \"include\": [\"b\"]}}"),
+            "duplicate key 'domains.include' at line 2 column 18; give each key once"
+        );
+        assert!(err(r#"{"on_error": "pass", "x": {"a": [{"k": 1, "k": 2}]}}"#).starts_with("duplicate key 'x.a[0].k'"));
+        assert!(!err("{\"a\\nb\": 1, \"a\\nb\": 2}").chars().any(char::is_control));
+        // The same key in different objects is fine.
+        let c = Config::parse(r#"{"domains": {"include": ["a"], "exclude": ["b"]}, "host_probe": true}"#).unwrap();
+        assert_eq!(c.domains.include, vec![Pattern::new("a").unwrap()]);
     }
 
     #[test]
@@ -397,17 +435,34 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match("*", ""));
-        assert!(glob_match("instance-*", "instance-00000001"));
-        assert!(!glob_match("instance-*", "xinstance-1"));
-        assert!(glob_match("a?c", "abc"));
-        assert!(glob_match("*-[0-9]", "web-7"));
-        assert!(!glob_match("*-[!0-9]", "web-7"));
-        assert!(glob_match("[ab]*", "beta"));
-        assert!(glob_match("a[b", "a[b"));
-        assert!(glob_match("*a*b*c*", "xxaxxbxxcxx"));
-        assert!(!glob_match("*a*b*c*", "xxaxxcxxbxx"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
+        let matches = |glob: &str, name: &str| {
+            let d = Config::parse(&format!(r#"{{"domains": {{"include": ["{glob}"]}}}}"#)).unwrap().domains;
+            d.selects(name)
+        };
+        assert!(matches("*", ""));
+        assert!(matches("instance-*", "instance-00000001"));
+        assert!(!matches("instance-*", "xinstance-1"));
+        assert!(matches("a?c", "abc"));
+        assert!(matches("*-[0-9]", "web-7"));
+        assert!(!matches("*-[!0-9]", "web-7"));
+        assert!(matches("*-[!0-9]", "web-x"));
+        assert!(matches("[ab]*", "beta"));
+        assert!(matches("a[[]b", "a[b"));
+        assert!(matches("*a*b*c*", "xxaxxbxxcxx"));
+        assert!(!matches("*a*b*c*", "xxaxxcxxbxx"));
+        assert!(matches("exact", "exact"));
+        assert!(!matches("exact", "exactly"));
+        assert!(!matches("Exact", "exact"), "case-sensitive, like domain names");
+    }
+
+    #[test]
+    fn malformed_globs_are_config_errors() {
+        assert_eq!(
+            err(r#"{"domains": {"include": ["[a-"]}}"#),
+            "domains.include: invalid glob '[a-': invalid range pattern"
+        );
+        assert!(err(r#"{"domains": {"exclude": ["ok-*", "a[b"]}}"#).starts_with("domains.exclude: invalid glob 'a[b': "));
+        assert!(err(r#"{"domains": {"exclude": ["x**"]}}"#).starts_with("domains.exclude: invalid glob 'x**': "));
+        assert_eq!(err(r#"{"domains": {"exclude": ["[^t]*"]}}"#), "domains.exclude: invalid glob '[^t]*': write [!...] to negate a class");
     }
 }

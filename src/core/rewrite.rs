@@ -83,6 +83,9 @@ pub struct Outcome {
     pub merged_blocks: usize,
     /// Duplicate `<event>` elements removed (libvirt rejects duplicates).
     pub removed_duplicates: Vec<String>,
+    /// What produced `xml`: byte ranges of the input and their replacements, sorted, not
+    /// overlapping (`filter --diff` shows just these).
+    pub edits: Vec<(Range<usize>, String)>,
 }
 
 impl Outcome {
@@ -232,15 +235,16 @@ impl<'a> Document<'a> {
         edits.sort_by_key(|(r, _)| (r.start, r.end));
         let mut xml = String::with_capacity(self.text.len() + 64 * lines.len().max(1));
         let mut at = 0;
-        for (range, text) in edits {
+        for (range, text) in &edits {
             debug_assert!(range.start >= at, "overlapping edits");
             let start = range.start.max(at);
             xml.push_str(&self.text[at..start]);
-            xml.push_str(&text);
+            xml.push_str(text);
             at = range.end.max(at);
         }
         xml.push_str(&self.text[at..]);
         out.xml = Some(xml);
+        out.edits = edits;
         Ok(out)
     }
 

@@ -244,11 +244,8 @@ fn ensure_dir(dir: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn fake_root(tag: &str) -> Paths {
-        let dir = std::env::temp_dir().join(format!("vph-cache-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Paths::new(dir)
+    fn fake_root(tag: &str) -> crate::support::paths::FakeRoot {
+        crate::support::paths::FakeRoot::new(&format!("cache-{tag}"))
     }
 
     fn sample(paths: &Paths) -> State {
@@ -290,7 +287,6 @@ mod tests {
         assert!(v.stale_reason().unwrap().contains("changed"));
         std::fs::remove_file(&v.path).unwrap();
         assert!(v.stale_reason().unwrap().contains("gone"));
-        let _ = std::fs::remove_dir_all(paths.root());
     }
 
     #[test]
@@ -325,7 +321,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
         assert!(!std::fs::symlink_metadata(&f).unwrap().file_type().is_symlink());
         assert_eq!(load(&paths), Loaded::Found(state));
-        let _ = std::fs::remove_dir_all(paths.root());
     }
 
     #[test]
@@ -348,7 +343,6 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(store(&paths, &state).unwrap_err().contains("chmod 700"));
-        let _ = std::fs::remove_dir_all(paths.root());
     }
 
     #[test]
@@ -359,6 +353,5 @@ mod tests {
         std::fs::write(paths.cache_dir(), "").unwrap();
         assert!(store(&paths, &State::default()).is_err());
         assert!(matches!(load(&paths), Loaded::Missing | Loaded::Ignored(_)));
-        let _ = std::fs::remove_dir_all(paths.root());
     }
 }

@@ -188,9 +188,7 @@ mod tests {
 
     #[test]
     fn library_wins_and_highest_is_taken() {
-        let dir = std::env::temp_dir().join(format!("vph-detect-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let paths = Paths::new(&dir);
+        let paths = crate::support::paths::FakeRoot::new("detect");
         assert_eq!(detect(&paths), Detected::unknown());
         let lib = paths.host("/usr/lib64");
         std::fs::create_dir_all(&lib).unwrap();
@@ -201,6 +199,5 @@ mod tests {
         assert_eq!(d.version, Some(Version::new(10, 10, 0)));
         assert_eq!(d.source, Source::Library);
         assert_eq!(d.describe(), format!("library file {}", lib.join("libvirt.so.0.10010.0").display()));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

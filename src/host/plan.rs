@@ -312,7 +312,8 @@ mod tests {
 
     #[test]
     fn remote_target_is_not_probed_here() {
-        let paths = Paths::new(std::env::temp_dir().join(format!("vph-host-remote-{}", std::process::id())));
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::new(tmp.path().join("root"));
         let r = Reported { version: Version::new(9, 0, 0), source: "virsh -c qemu+ssh://h/system version --daemon".into() };
         let c = cfg(&["page_faults", "cpu_cycles", "cmt"]);
         let p = plan_for(&paths, &c, &Target::Remote(r.clone()));

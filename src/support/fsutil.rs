@@ -149,9 +149,9 @@ mod tests {
 
     #[test]
     fn trust_rules() {
-        let dir = std::env::temp_dir().join(format!("vph-fsutil-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
         let set = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
         set(&dir, 0o700);
         let f = dir.join("f");
@@ -173,18 +173,16 @@ mod tests {
         assert!(matches!(trusted_dir(&dlink), Err(Untrusted::Symlink)));
         set(&dir, 0o777);
         assert_eq!(trusted_dir(&dir).unwrap_err().to_string(), "is writable by group or others (mode 777)");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn merged_usr_dirs_are_listed_once() {
-        let root = std::env::temp_dir().join(format!("vph-fsutil-usr-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         std::fs::create_dir_all(root.join("usr/lib64")).unwrap();
         std::fs::create_dir_all(root.join("usr/lib")).unwrap();
         std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
         let dirs = ["usr/lib64", "usr/lib", "lib64", "missing"].map(|d| root.join(d)).to_vec();
         assert_eq!(unique_dirs(dirs), vec![root.join("usr/lib64"), root.join("usr/lib")]);
-        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -97,6 +97,32 @@ impl Paths {
     }
 }
 
+/// A fake host root in a new temporary directory, removed on drop (also when a test fails);
+/// derefs to its [`Paths`].
+#[cfg(test)]
+pub struct FakeRoot {
+    paths: Paths,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(test)]
+impl FakeRoot {
+    /// `tag` names the directory (`vph-TAG-…`) for whoever looks into the temp dir meanwhile.
+    pub fn new(tag: &str) -> FakeRoot {
+        let dir = tempfile::Builder::new().prefix(&format!("vph-{tag}-")).tempdir().unwrap();
+        FakeRoot { paths: Paths::new(dir.path()), _dir: dir }
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for FakeRoot {
+    type Target = Paths;
+
+    fn deref(&self) -> &Paths {
+        &self.paths
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_virt-perf-hook");
@@ -31,32 +30,52 @@ pub fn skipping(what: &str, why: &str) {
     if no_skip() {
         panic!("{what} would skip, but VPH_NO_SKIP=1 is set: {why}");
     }
-    eprintln!("SKIP {what}: {why}");
+    say(&format!("SKIP {what}: {why}"));
 }
 
-/// A temporary directory removed on drop; doubles as a fake host root.
-pub struct TempDir(PathBuf);
+/// A line on the real stderr: `eprintln!` in a test is captured and shown only on failure, and
+/// a skip should be seen in a plain `cargo test`.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Returns from a test that changes this host (starts libvirtd, writes /etc, installs packages)
+/// unless `VPH_SYSTEM_TESTS=1` asks for such tests (`.ci/run` sets it), printing
+/// `SKIP … (set VPH_SYSTEM_TESTS=1 to run)`. Not asked is not a missing tool: it skips under
+/// `VPH_NO_SKIP=1` too.
+#[macro_export]
+macro_rules! require_system_tests {
+    ($($what:tt)*) => {{
+        if !$crate::common::system_tests(module_path!(), &format!($($what)*)) {
+            return;
+        }
+    }};
+}
+
+/// Whether `VPH_SYSTEM_TESTS=1` is set; says `SKIP what: it changes …` when not.
+pub fn system_tests(test: &str, changes: &str) -> bool {
+    let asked = std::env::var_os("VPH_SYSTEM_TESTS").is_some_and(|v| v == "1");
+    if !asked {
+        say(&format!("SKIP {test}: it {changes} (set VPH_SYSTEM_TESTS=1 to run)"));
+    }
+    asked
+}
+
+/// A temporary directory removed on drop, also when the test fails; doubles as a fake host root.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vph-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(tempfile::Builder::new().prefix(&format!("vph-{tag}-")).tempdir().unwrap())
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// Writes `rel` (parents created) with mode 0644 and returns its path.
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.0.join(rel.trim_start_matches('/'));
+        let p = self.path().join(rel.trim_start_matches('/'));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
         set_mode(&p, 0o644);
@@ -75,12 +94,6 @@ impl TempDir {
         let t = TempDir::new(tag);
         t.write("/etc/virt-perf-hook/config.json", config);
         t
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

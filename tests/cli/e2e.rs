@@ -1,6 +1,6 @@
-//! End to end on a real libvirtd (root only; CI installs libvirt and QEMU): the shipped qemu.d
-//! entry runs the built binary, a TCG guest goes through save/restore and managedsave/start, and
-//! the configured software events are live afterwards while the hardware event this host cannot
+//! End to end on a real libvirtd (root and VPH_SYSTEM_TESTS=1 only; CI installs libvirt and
+//! QEMU): the shipped qemu.d entry runs the built binary, a TCG guest goes through save/restore
+//! and managedsave/start, and the configured software events are live afterwards while the hardware event this host cannot
 //! open is dropped (so the guest still restores).
 
 use std::os::unix::net::UnixDatagram;
@@ -108,6 +108,7 @@ fn write_config(path: &Path, events: &[&str]) {
 
 #[test]
 fn save_restore_and_managedsave_on_real_libvirtd() {
+    crate::require_system_tests!("starts libvirtd and virtlogd and installs hook entries in /etc/libvirt/hooks");
     if !is_root() {
         skip!("needs root to run libvirtd");
     }

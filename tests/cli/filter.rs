@@ -173,6 +173,48 @@ fn dry_run_and_diff() {
     assert_eq!(stdout(&piped), std::fs::read_to_string(case.join("out.xml")).unwrap());
 }
 
+/// `--diff` shows only what the rewrite changed (hunks as `diff -u` makes them), and `patch`
+/// turns the input into `out.xml` with it, for every golden case.
+#[test]
+fn diff_is_minimal_and_patch_applies_it() {
+    let two = golden_dir().join("two-perf-blocks");
+    let root = TempDir::new("diff");
+    let diff_of = |case: &Path| {
+        let cfg = case.join("config.json");
+        let input = std::fs::read_to_string(case.join("in.xml")).unwrap();
+        let out = run_in(root.path(), &["filter", "--diff", "-c", cfg.to_str().unwrap(), "-"], &input);
+        assert!(out.status.success(), "{}: {}", case.display(), stderr(&out));
+        stdout(&out)
+    };
+    // Two <perf> blocks 22 lines apart: two hunks, not the 29 lines between them removed and re-added.
+    let d = diff_of(&two);
+    let hunks: Vec<&str> = d.lines().filter(|l| l.starts_with("@@")).collect();
+    assert_eq!(hunks, ["@@ -17,7 +17,9 @@", "@@ -41,8 +43,4 @@"], "{d}");
+    assert!(!d.contains("-  <devices>") && !d.contains("+  <devices>"), "{d}");
+    if !have("patch") {
+        skip!("patch not installed (apt-get install patch)");
+    }
+    for case in cases() {
+        let d = diff_of(&case);
+        let want = std::fs::read_to_string(case.join("out.xml")).unwrap();
+        let target = root.write("target.xml", &std::fs::read_to_string(case.join("in.xml")).unwrap());
+        if d.is_empty() {
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), want, "{}: no diff, yet a change", case.display());
+            continue;
+        }
+        let mut cmd = Command::new("patch");
+        cmd.args(["--quiet", "--batch", "--no-backup-if-mismatch"]).arg(&target);
+        let out = feed(cmd, &d);
+        assert!(out.status.success(), "{}: patch failed: {}{}\n{d}", case.display(), stdout(&out), stderr(&out));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), want, "{}: patched input is not out.xml", case.display());
+        // The same hunks as diff -u would make.
+        let mut du = Command::new("diff");
+        du.arg("-u").arg(case.join("in.xml")).arg(case.join("out.xml"));
+        let du = stdout(&feed(du, ""));
+        assert_eq!(d.lines().skip(2).collect::<Vec<_>>(), du.lines().skip(2).collect::<Vec<_>>(), "{}", case.display());
+    }
+}
+
 #[test]
 fn config_errors_are_one_line_and_exit_3() {
     let root = TempDir::new("cfgerr");
@@ -182,6 +224,9 @@ fn config_errors_are_one_line_and_exit_3() {
         (r#"{"enabeld_perf_events": []}"#, "did you mean 'enabled_perf_events'?"),
         (r#"{"host_probe": 1}"#, "host_probe: expected true or false, got a number"),
         ("{", "invalid JSON"),
+        (r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#, "duplicate key 'enabled_perf_events'"),
+        (r#"{"domains": {"exclude": ["a"], "exclude": []}}"#, "duplicate key 'domains.exclude'"),
+        (r#"{"domains": {"include": ["[a-"]}}"#, "domains.include: invalid glob '[a-': "),
     ];
     for (text, want) in cases {
         let cfg = root.write("c.json", text);
@@ -192,6 +237,11 @@ fn config_errors_are_one_line_and_exit_3() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(out.stdout.is_empty(), "no partial output on error");
     }
+    // `check` refuses what filter refuses (a duplicate key used to pass it, adding nothing).
+    let cfg = root.write("c.json", r#"{"enabled_perf_events":["page_faults"],"enabled_perf_events":[]}"#);
+    let out = run_in(root.path(), &["check", "-c", cfg.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("problem  config ") && stdout(&out).contains("duplicate key 'enabled_perf_events'"), "{}", stdout(&out));
     // Missing config: an error in filter, naming the path.
     let out = run_in(root.path(), &["filter", "-c", "/nonexistent/c.json"], DOMAIN);
     assert_eq!(out.status.code(), Some(3));
@@ -232,6 +282,15 @@ fn usage_help_and_version() {
     let bad = run_in(root.path(), &["frobnicate"], "");
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(stderr(&bad), "virt-perf-hook: unknown command 'frobnicate' (see 'virt-perf-hook --help')\n");
+    // The usual short-option forms: clusters and attached values.
+    let cfg = root.write("c.json", r#"{"libvirt_version": "9.0.0", "domains": {"exclude": ["*"]}}"#);
+    let out = run_in(root.path(), &["-vvv", &format!("-c{}", cfg.display()), "filter", "--dry-run"], DOMAIN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("not selected"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("info: domain "), "-vvv logs more: {}", stderr(&out));
+    let bad = run_in(root.path(), &["filter", "-x"], "");
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(stderr(&bad), "virt-perf-hook: filter: unknown option '-x' (see 'virt-perf-hook --help')\n");
 }
 
 /// Property: random domain documents (perf blocks, duplicates, states, layouts, comments)

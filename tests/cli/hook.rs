@@ -121,6 +121,36 @@ fn fails_closed_when_configured() {
     assert!(stdout(&out).contains("page_faults"));
 }
 
+/// A panic is an internal error too: with `on_error: pass` the hook exits 0 with nothing on
+/// stdout (the restore goes on unchanged) instead of dying of SIGABRT; with `fail` it exits 1
+/// with one line. Either way there is no multi-line Rust panic report.
+#[test]
+fn a_panic_fails_open_or_closed_as_configured() {
+    if !cfg!(debug_assertions) {
+        crate::skip!("VIRT_PERF_HOOK_TEST_PANIC works in debug builds only");
+    }
+    let panic = [("VIRT_PERF_HOOK_TEST_PANIC", "1")];
+    let root = TempDir::with_config("hook-panic", CFG);
+    let out = run_with(root.path(), &["qemu", "vm", "restore", "begin", "-"], DOMAIN, &panic);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "output after a panic: {}", stdout(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("vm restore begin: internal error (panic at src/cmd/hook.rs:") && err.contains("leaving the guest unchanged"), "{err}");
+
+    let cfg = CFG.replace('}', r#", "on_error": "fail"}"#);
+    let root = TempDir::with_config("hook-panic-fail", &cfg);
+    let out = run_with(root.path(), &["qemu", "vm", "restore", "begin", "-"], DOMAIN, &panic);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("virt-perf-hook: vm restore begin: internal error (panic at "), "{err}");
+    // Without the switch the same call rewrites.
+    let out = run_in(root.path(), &["qemu", "vm", "restore", "begin", "-"], DOMAIN);
+    assert!(stdout(&out).contains("page_faults"), "{}", stderr(&out));
+}
+
 /// libvirt runs the file by its path: `hooks/qemu` or anything in `hooks/qemu.d/`.
 #[test]
 fn invoked_through_hook_file_names() {

@@ -224,7 +224,7 @@ fn real_probe_on_this_machine() {
     std::os::unix::fs::symlink("/sys", t.path().join("sys")).unwrap();
     let out = run_in(t.path(), &["events", "--json"], "");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("note:"), "no-config note: {}", stderr(&out));
+    assert!(stderr(&out).contains("warn: config "), "no-config warning: {}", stderr(&out));
     let rows = json(&out);
     assert_eq!(event(&rows, "page_faults")["host"], true, "{rows}");
     assert!(rows.as_array().unwrap().iter().all(|r| r["configured"] == false));
@@ -322,6 +322,11 @@ fn events_and_refresh_work_without_a_config() {
     let out = run_in(t.path(), &["events"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("configured = no"), "{}", stderr(&out));
+    // The missing-config warning is a log line: -q silences it.
+    let quiet = run_in(t.path(), &["-q", "events"], "");
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "");
+    assert_eq!(stdout(&quiet), stdout(&out));
     let text = stdout(&out);
     assert!(text.starts_with("libvirt 11.3.0"), "{text}");
     assert_eq!(text.lines().filter(|l| l.contains(" yes ") || l.contains(" no ")).count(), 22, "{text}");

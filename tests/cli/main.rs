@@ -1,5 +1,6 @@
 //! Integration tests: they run the built binary, as an operator or libvirt would.
 //! Tests that need root, a real libvirtd or virt-xml-validate skip with a printed reason elsewhere.
+//! Tests that change this host (e2e, the .deb install) run only with VPH_SYSTEM_TESTS=1.
 
 mod common;
 mod e2e;

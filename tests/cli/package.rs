@@ -1,6 +1,6 @@
 //! The distro packages. `packaging/build.sh` builds both once; `packaging/test-deb.sh` lints the
 //! .deb, installs it with dpkg, checks files, modes, conffiles and the installed program, then
-//! removes and purges it (root only; it always leaves the package purged), and
+//! removes and purges it (root and VPH_SYSTEM_TESTS=1 only; it always leaves the package purged), and
 //! `packaging/test-rpm.sh` checks the .rpm with `rpm -qp`. The scripts check for root and their
 //! tools themselves and print `SKIP …` (or, with `VPH_NO_SKIP=1`, fail); these tests run them,
 //! echo their output and assert they exit 0.
@@ -47,6 +47,7 @@ fn run_script(script: &str, format: &str) {
 
 #[test]
 fn deb_lints_installs_removes_and_purges_cleanly() {
+    crate::require_system_tests!("installs, removes and purges the .deb on this machine");
     // The hook end-to-end test also installs into /etc/libvirt/hooks; test-deb.sh additionally
     // takes /run/lock/virt-perf-hook-system-test.lock against other processes.
     let _lock = host_lock();
