@@ -12,6 +12,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
@@ -174,37 +177,51 @@ fn parse(text: &str) -> Loaded {
     }
 }
 
+/// Why the state was not written. The tool works without a cache, only slower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotStored {
+    /// Another process held the lock longer than [`limits::cache_lock`].
+    Busy(String),
+    /// The directory or the lock file is open to others (or a symlink): never written.
+    Untrusted(String),
+    /// Anything else: no such directory possible, no space, no permission.
+    Unwritable(String),
+}
+
+impl std::fmt::Display for NotStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStored::Busy(m) | NotStored::Untrusted(m) | NotStored::Unwritable(m) => f.write_str(m),
+        }
+    }
+}
+
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-/// Writes `state` atomically. An unusable cache dir is logged once per process and returned as
-/// the error text: the tool works without a cache, only slower.
-pub fn store(paths: &Paths, state: &State) -> Result<(), String> {
+/// Writes `state` atomically. Why it could not be is logged once per process and returned.
+pub fn store(paths: &Paths, state: &State) -> Result<(), NotStored> {
     let result = write_locked(paths, state);
     if let Err(e) = &result {
         if !WARNED.swap(true, Ordering::Relaxed) {
-            log::warn!("not caching host state: {e}; detection runs on every call (run as root, or fix the directory)");
+            // Root can write anywhere it should: then the message itself (ENOSPC, a file in
+            // the way) is the whole story.
+            let hint = match e {
+                NotStored::Unwritable(_) if !nix::unistd::geteuid().is_root() => " (run as root, or make the directory writable)",
+                _ => "",
+            };
+            log::warn!("not caching host state: {e}; detection runs on every call{hint}");
         }
     }
     result
 }
 
-fn write_locked(paths: &Paths, state: &State) -> Result<(), String> {
+fn write_locked(paths: &Paths, state: &State) -> Result<(), NotStored> {
     let dir = paths.cache_dir();
     ensure_dir(&dir)?;
-    let lock_path = dir.join("lock");
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    let _guard = Flock::lock(lock, FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let _guard = lock(&dir.join("lock"))?;
     let final_path = paths.state_file();
     let tmp = dir.join(format!(".state.json.{}", std::process::id()));
-    let text = serde_json::to_string_pretty(state).map_err(|e| format!("cannot encode state: {e}"))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| NotStored::Unwritable(format!("cannot encode state: {e}")))?;
     // Left over by a crashed writer whose pid came back; we hold the lock, so it is no one's.
     let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
@@ -217,26 +234,76 @@ fn write_locked(paths: &Paths, state: &State) -> Result<(), String> {
         .and_then(|()| std::fs::rename(&tmp, &final_path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", final_path.display())
+        NotStored::Unwritable(format!("cannot write {}: {e}", final_path.display()))
     })
+}
+
+/// Takes the writers' lock on `path`, which must be a trusted regular file (it is created 0600
+/// when missing). Waits at most [`limits::cache_lock`]: a holder that keeps it longer is stuck or
+/// hostile, and the caller goes on without the cache.
+fn lock(path: &Path) -> Result<Flock<std::fs::File>, NotStored> {
+    let p = path.display();
+    // O_NONBLOCK: a FIFO planted there cannot stall the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => NotStored::Untrusted(format!("{p} is a symlink ({})", remove_fix(path))),
+            _ => NotStored::Unwritable(format!("cannot open {p}: {e}")),
+        })?;
+    fsutil::trusted_open_file(&file).map_err(|why| match why {
+        Untrusted::Io(..) => NotStored::Unwritable(format!("{p} {why}")),
+        _ => NotStored::Untrusted(format!("{p} {why} ({})", remove_fix(path))),
+    })?;
+    let patience = crate::limits::cache_lock();
+    let deadline = Instant::now() + patience;
+    let mut nap = Duration::from_millis(1);
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(guard) => return Ok(guard),
+            Err((f, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(nap.min(deadline.saturating_duration_since(Instant::now())));
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(NotStored::Busy(format!(
+                    "{p} is held by another process (gave up after {} ms; see fuser -v {p})",
+                    patience.as_millis()
+                )))
+            }
+            Err((_, e)) => return Err(NotStored::Unwritable(format!("cannot lock {p}: {e}"))),
+        }
+    }
+}
+
+/// How to get rid of an untrusted file in the cache: remove it and rebuild.
+fn remove_fix(path: &Path) -> String {
+    format!("remove it and rebuild: rm -f {} && virt-perf-hook refresh", path.display())
 }
 
 /// Creates the cache dir 0700 and refuses one that is a symlink or open to others: the hook
 /// runs as root and trusts what it reads back.
-fn ensure_dir(dir: &Path) -> Result<(), String> {
+fn ensure_dir(dir: &Path) -> Result<(), NotStored> {
+    let unwritable = |what: &Path, e: std::io::Error| NotStored::Unwritable(format!("cannot create {}: {e}", what.display()));
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| unwritable(parent, e))?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        Err(e) => return Err(unwritable(dir, e)),
     }
     fsutil::trusted_dir(dir).map_err(|why| match why {
         Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_) => {
-            format!("{} {why} ({})", dir.display(), dir_fix(dir, &why))
+            NotStored::Untrusted(format!("{} {why} ({})", dir.display(), dir_fix(dir, &why)))
         }
-        _ => format!("{} {why}", dir.display()),
+        _ => NotStored::Unwritable(format!("{} {why}", dir.display())),
     })
 }
 
@@ -347,7 +414,7 @@ mod tests {
             Loaded::Untrusted(why) => assert!(why.contains("chmod 700"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert!(store(&paths, &state).unwrap_err().contains("chmod 700"));
+        assert!(store(&paths, &state).unwrap_err().to_string().contains("chmod 700"));
         let _ = std::fs::remove_dir_all(paths.root());
     }
 

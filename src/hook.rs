@@ -48,6 +48,7 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     if !wanted {
         return exit::OK;
     }
+    crate::limits::enter_hook_mode();
     let paths = Paths::from_env();
     logging::init_hook(&paths);
     let config_path = cli::config_path(&paths, config_flag);

@@ -73,8 +73,8 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CacheReport {
     /// `fresh`, `stale`, `missing`, `ignored` (corrupt, foreign, symlink), `untrusted` (open to
-    /// others: neither used nor written), `unwritable` or `unused` (version pinned and probe
-    /// off: nothing to cache).
+    /// others: neither used nor written), `busy` (another process held the lock too long: not
+    /// written), `unwritable` or `unused` (version pinned and probe off: nothing to cache).
     pub state: &'static str,
     /// One line for humans: why stale/ignored/unwritable, and whether it was rewritten.
     pub detail: String,
@@ -261,8 +261,13 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
     match written {
         Some(Ok(())) => push(if state == "missing" { "written" } else { "rewritten" }),
         Some(Err(e)) => {
-            push(&e);
-            return CacheReport { state: "unwritable", detail };
+            push(&e.to_string());
+            let state = match e {
+                cache::NotStored::Busy(_) => "busy",
+                cache::NotStored::Untrusted(_) => "untrusted",
+                cache::NotStored::Unwritable(_) => "unwritable",
+            };
+            return CacheReport { state, detail };
         }
         None if state == "untrusted" => {}
         None if state != "fresh" && new.version.is_none() && new.probe.is_none() => push("nothing to cache yet"),

@@ -9,7 +9,8 @@
 //! - [`hook`]: the libvirt qemu/daemon hook protocol;
 //! - [`virsh`]: the `define`/`apply` commands that talk to libvirt through virsh;
 //! - [`report`]: the `events` and `check` commands;
-//! - [`cli`]: argument parsing and dispatch.
+//! - [`cli`]: argument parsing and dispatch;
+//! - [`limits`]: how long anything outside the tool may be waited for.
 
 pub mod cache;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod filter;
 pub mod fsutil;
 pub mod hook;
 pub mod host;
+pub mod limits;
 pub mod logging;
 pub mod paths;
 pub mod probe;

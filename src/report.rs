@@ -164,7 +164,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     let cache_msg = if a.cache.detail.is_empty() { cache_msg } else { format!("{cache_msg} ({})", a.cache.detail) };
     match a.cache.state {
         // The tool works without a cache; it only detects on every call.
-        "unwritable" => items.note("cache", cache_msg),
+        "unwritable" | "busy" => items.note("cache", cache_msg),
         // Someone else could have written it; the fix is in the message.
         "untrusted" => items.problem("cache", cache_msg),
         _ => items.ok("cache", cache_msg),

@@ -223,3 +223,25 @@ fn shipped_qemu_entry_script() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
 }
+
+/// A syslog socket whose queue is full must not block the hook: the log line is dropped.
+#[test]
+fn full_syslog_socket_does_not_block() {
+    let root = TempDir::with_config("hook-fullsyslog", CFG);
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    // Fill the receiver's queue from another socket, never reading.
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.connect(root.path().join("dev/log")).unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    while filler.send(&[b'x'; 1024]).is_ok() {
+        sent += 1;
+        assert!(sent < 1_000_000, "the socket never filled up");
+    }
+    let r = run_limited(root.path(), &["qemu", "vm", "restore", "begin", "-"], &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), std::time::Duration::from_secs(20));
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert_eq!(stdout(&r.out), expected());
+    assert!(r.elapsed < std::time::Duration::from_secs(2), "the hook waited {:?} on syslog", r.elapsed);
+    drop(sock);
+}

@@ -198,6 +198,9 @@ fn unwritable_cache_still_works() {
     let out = run_in(t.path(), &["filter"], DOMAIN);
     assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("not caching host state").count(), 1, "{}", stderr(&out));
+    if is_root() {
+        assert!(!stderr(&out).contains("run as root"), "root is told to run as root: {}", stderr(&out));
+    }
     let (_, c) = check_json(t.path());
     assert_eq!(c["cache"]["state"], "unwritable");
 }
@@ -398,4 +401,80 @@ fn daemon_hook_refreshes_without_a_valid_config() {
     assert!(stderr(&out).contains("refreshing the cache anyway"), "{}", stderr(&out));
     assert_eq!(state(t.path())["version"]["version"], "9.0.0");
     assert_eq!(state(t.path())["probe"]["results"].as_object().unwrap().len(), 22);
+}
+
+/// Holds an exclusive flock on the fake host's cache `lock` until dropped, like
+/// `flock -x lock -c 'sleep 900'` would.
+fn hold_cache_lock(t: &TempDir) -> nix::fcntl::Flock<std::fs::File> {
+    let dir = t.path().join("var/cache/virt-perf-hook");
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.join("lock")).unwrap();
+    set_mode(&dir.join("lock"), 0o600);
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap()
+}
+
+/// Another process holding the cache lock must not stall the hook (libvirt waits for it with
+/// the guest's restore on hold): it gives up on the cache within well under a second.
+#[test]
+fn held_cache_lock_does_not_stall_the_hook_or_refresh() {
+    let t = fake_host("heldlock", Some(CONFIG), Some("libvirt.so.0.9000.0"));
+    let _held = hold_cache_lock(&t);
+    let limit = std::time::Duration::from_secs(20);
+    let hook = ["qemu", "vm", "restore", "begin", "-"];
+    let r = run_limited(t.path(), &hook, &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), limit);
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert!(stdout(&r.out).contains("<event name='page_faults' enabled='yes'/>"), "the rewritten XML: {}", stderr(&r.out));
+    assert!(r.elapsed < std::time::Duration::from_secs(2), "the hook waited {:?} for the lock", r.elapsed);
+    let err = stderr(&r.out);
+    assert_eq!(err.matches("is held by another process").count(), 1, "logged once: {err}");
+
+    // refresh waits a few seconds at most, and says why the cache was not written.
+    let r = run_limited(t.path(), &["refresh"], &[], Input::Bytes(Vec::new()), limit);
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert!(r.elapsed < std::time::Duration::from_secs(8), "refresh waited {:?}", r.elapsed);
+    let out = stdout(&r.out);
+    assert!(out.contains("cache:") && out.contains("busy") && out.contains("is held by another process"), "{out}");
+    assert!(!t.path().join("var/cache/virt-perf-hook/state.json").exists());
+}
+
+/// The lock file is held to the state file's standard: a lock others can write (or a FIFO, or a
+/// symlink) is not used, and nothing is written.
+#[test]
+fn untrusted_lock_file_is_not_used() {
+    let t = fake_host("badlock", Some(CONFIG), Some("libvirt.so.0.9000.0"));
+    let dir = t.path().join("var/cache/virt-perf-hook");
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    let lock = dir.join("lock");
+    for (what, make) in [
+        ("writable lock", Box::new(|p: &Path| {
+            std::fs::write(p, "").unwrap();
+            set_mode(p, 0o666);
+        }) as Box<dyn Fn(&Path)>),
+        ("fifo lock", Box::new(|p: &Path| {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        })),
+    ] {
+        let _ = std::fs::remove_file(&lock);
+        make(&lock);
+        let r = run_limited(t.path(), &["qemu", "vm", "restore", "begin", "-"], &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), std::time::Duration::from_secs(20));
+        assert_eq!(r.out.status.code(), Some(0), "{what}: {}", stderr(&r.out));
+        assert!(stdout(&r.out).contains("page_faults"), "{what}: {}", stderr(&r.out));
+        let err = stderr(&r.out);
+        assert!(err.contains(&lock.display().to_string()) && (err.contains("writable by group or others") || err.contains("not a regular file")), "{what}: {err}");
+        assert!(!dir.join("state.json").exists(), "{what}: written despite the lock file");
+    }
+}
+
+/// In hook mode a hung `libvirtd --version` (the last resort when no library file is found) is
+/// given a second, not five.
+#[test]
+fn hung_daemon_version_is_bounded_in_the_hook() {
+    let t = fake_host("hungdaemon", Some(CONFIG), None);
+    t.write_exec("/usr/sbin/libvirtd", "#!/bin/sh\nexec sleep 30\n");
+    let r = run_limited(t.path(), &["qemu", "vm", "restore", "begin", "-"], &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), std::time::Duration::from_secs(30));
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert!(r.elapsed < std::time::Duration::from_secs(3), "the hook waited {:?} for libvirtd --version", r.elapsed);
+    assert!(stderr(&r.out).contains("did not finish within 1s"), "{}", stderr(&r.out));
 }
