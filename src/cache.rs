@@ -128,7 +128,7 @@ pub fn load(paths: &Paths) -> Loaded {
         Ok(()) => {}
         Err(Untrusted::Missing) => return Loaded::Missing,
         Err(why @ (Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_))) => {
-            return untrusted(&dir, &why, &dir_fix(&dir, &why))
+            return untrusted(&dir, &why, &dir_fix(&dir))
         }
         // Nothing can be read there, and writes fail on it (reported as unwritable).
         Err(why) => return Loaded::Ignored(format!("{} {why}", dir.display())),
@@ -137,8 +137,7 @@ pub fn load(paths: &Paths) -> Loaded {
     match fsutil::read_trusted(&path, MAX_BYTES) {
         Ok(text) => parse(&text),
         Err(Untrusted::Missing) => Loaded::Missing,
-        Err(why @ Untrusted::Owner(_)) => untrusted(&path, &why, &format!("chown root {}", path.display())),
-        Err(why @ Untrusted::Writable(_)) => untrusted(&path, &why, &format!("chmod go-w {}", path.display())),
+        Err(why @ (Untrusted::Owner(_) | Untrusted::Writable(_))) => untrusted(&path, &why, &remove_fix(&path)),
         // A symlink or junk in our own trusted directory: replaced by the next write's rename.
         Err(why) => Loaded::Ignored(why.to_string()),
     }
@@ -154,18 +153,20 @@ fn untrusted(path: &Path, why: &Untrusted, fix: &str) -> Loaded {
     Loaded::Untrusted(msg)
 }
 
-/// What to run so the cache directory is trusted again.
-fn dir_fix(dir: &Path, why: &Untrusted) -> String {
-    let d = dir.display();
-    match why {
-        Untrusted::Symlink => format!("replace the symlink with a directory: rm {d}; virt-perf-hook refresh"),
-        Untrusted::Owner(_) => format!("chown root {d}"),
-        _ => format!("chmod 700 {d}"),
-    }
+/// What to run so the cache directory is trusted again. Whatever others could have written
+/// there goes: fixing the mode or owner would adopt a forged state file. (`refresh` as root
+/// does this itself, see [`repair`].)
+fn dir_fix(dir: &Path) -> String {
+    format!("remove it and rebuild: rm -rf {} && virt-perf-hook refresh", dir.display())
 }
 
 fn parse(text: &str) -> Loaded {
-    let foreign = |f: Option<u64>| Loaded::Ignored(format!("foreign format {f:?}, expected {FORMAT}"));
+    let foreign = |f: Option<u64>| {
+        Loaded::Ignored(match f {
+            Some(f) => format!("foreign format {f}, expected {FORMAT}"),
+            None => format!("foreign: no \"format\" number, expected format {FORMAT}"),
+        })
+    };
     match serde_json::from_str::<State>(text) {
         Ok(state) if state.format == FORMAT => Loaded::Found(state),
         Ok(state) => foreign(Some(u64::from(state.format))),
@@ -282,6 +283,57 @@ fn lock(path: &Path) -> Result<Flock<std::fs::File>, NotStored> {
     }
 }
 
+/// Makes an untrusted cache safe to rebuild, for `refresh`: a cache directory that is a symlink
+/// or open to others is moved aside (within its trusted parent), removed, and created anew
+/// (0700); an untrusted state or lock file in a trusted directory is removed. Nothing is ever
+/// written into a directory others can write. Returns what was done, one line each.
+pub fn repair(paths: &Paths) -> Result<Vec<String>, String> {
+    let dir = paths.cache_dir();
+    let d = dir.display();
+    let mut done = Vec::new();
+    if let Err(why @ (Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_))) = fsutil::trusted_dir(&dir) {
+        let parent = dir.parent().ok_or_else(|| format!("{d} has no parent directory"))?;
+        // In a parent others can write, the name could be re-pointed between our steps.
+        fsutil::trusted_dir(parent).map_err(|p| format!("not repairing {d}: its parent {} {p}", parent.display()))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let aside = parent.join(format!(".{name}.untrusted.{}", std::process::id()));
+        std::fs::rename(&dir, &aside).map_err(|e| format!("cannot move {d} aside: {e}"))?;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("cannot create {d}: {e}"))?;
+        let removed = match why {
+            Untrusted::Symlink => std::fs::remove_file(&aside),
+            _ => std::fs::remove_dir_all(&aside),
+        };
+        let tail = match removed {
+            Ok(()) => "removed it".to_string(),
+            Err(e) => format!("moved it to {} (cannot remove it: {e})", aside.display()),
+        };
+        done.push(format!("{d} {why}: {tail} and created it anew (mode 700)"));
+    }
+    if fsutil::trusted_dir(&dir).is_err() {
+        return Ok(done);
+    }
+    for name in ["state.json", "lock"] {
+        let path = dir.join(name);
+        let why = match std::fs::symlink_metadata(&path) {
+            Err(_) => continue,
+            Ok(m) if m.file_type().is_symlink() => Untrusted::Symlink,
+            Ok(m) if m.is_dir() => Untrusted::Directory,
+            Ok(m) if !m.is_file() => Untrusted::NotRegular,
+            Ok(m) => match fsutil::check_owner_mode(&m) {
+                Ok(()) => continue,
+                Err(why) => why,
+            },
+        };
+        let removed = match why {
+            Untrusted::Directory => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        done.push(format!("{} {why}: removed it", path.display()));
+    }
+    Ok(done)
+}
+
 /// How to get rid of an untrusted file in the cache: remove it and rebuild.
 fn remove_fix(path: &Path) -> String {
     format!("remove it and rebuild: rm -f {} && virt-perf-hook refresh", path.display())
@@ -301,7 +353,7 @@ fn ensure_dir(dir: &Path) -> Result<(), NotStored> {
     }
     fsutil::trusted_dir(dir).map_err(|why| match why {
         Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_) => {
-            NotStored::Untrusted(format!("{} {why} ({})", dir.display(), dir_fix(dir, &why)))
+            NotStored::Untrusted(format!("{} {why} ({})", dir.display(), dir_fix(dir)))
         }
         _ => NotStored::Unwritable(format!("{} {why}", dir.display())),
     })
@@ -369,8 +421,8 @@ mod tests {
         for (text, want) in [
             ("{\"format\": 1, \"version\": ", "corrupt"),
             ("", "corrupt"),
-            ("{\"format\": 99}", "foreign"),
-            ("[1,2]", "foreign"),
+            ("{\"format\": 99}", "foreign format 99, expected 1"),
+            ("[1,2]", "foreign: no \"format\" number"),
             ("{\"format\": 1, \"version\": null, \"probe\": null, \"extra\": 1}", "corrupt"),
         ] {
             std::fs::write(&f, text).unwrap();
@@ -404,17 +456,20 @@ mod tests {
         let set = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
         set(&paths.state_file(), 0o666);
         match load(&paths) {
-            Loaded::Untrusted(why) => assert!(why.contains("writable by group or others") && why.contains("chmod go-w"), "{why}"),
+            Loaded::Untrusted(why) => assert!(why.contains("writable by group or others") && why.contains("rm -f "), "{why}"),
             other => panic!("{other:?}"),
         }
         set(&paths.state_file(), 0o644);
         assert_eq!(load(&paths), Loaded::Found(state.clone()));
         set(&paths.cache_dir(), 0o777);
         match load(&paths) {
-            Loaded::Untrusted(why) => assert!(why.contains("chmod 700"), "{why}"),
+            Loaded::Untrusted(why) => assert!(why.contains("rm -rf ") && !why.contains("chmod"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert!(store(&paths, &state).unwrap_err().to_string().contains("chmod 700"));
+        assert!(matches!(store(&paths, &state), Err(NotStored::Untrusted(e)) if e.contains("rm -rf ")));
+        assert_eq!(repair(&paths).unwrap().len(), 1);
+        assert_eq!(std::fs::metadata(paths.cache_dir()).unwrap().mode() & 0o777, 0o700);
+        store(&paths, &state).unwrap();
         let _ = std::fs::remove_dir_all(paths.root());
     }
 

@@ -57,7 +57,7 @@ impl fmt::Display for Untrusted {
 }
 
 /// Owner and mode checks shared by files and directories.
-fn check_owner_mode(m: &std::fs::Metadata) -> Result<(), Untrusted> {
+pub fn check_owner_mode(m: &std::fs::Metadata) -> Result<(), Untrusted> {
     let euid = nix::unistd::geteuid().as_raw();
     if m.uid() != 0 && m.uid() != euid {
         return Err(Untrusted::Owner(m.uid()));

@@ -4,6 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::cache;
 use crate::cli::Ctx;
 use crate::config::Config;
 use crate::error::{exit, Error, Result};
@@ -308,6 +309,12 @@ fn read_btime(path: &Path) -> Option<u64> {
 /// without a config and with an unknown version: packaging runs it at install time.
 pub fn refresh(ctx: &Ctx) -> Result<i32> {
     let cfg = config_or_default(ctx, "detecting with the defaults");
+    // A cache others could have written is thrown away, never adopted: the rebuild below then
+    // writes into a directory only root (or the caller) can write.
+    match cache::repair(&ctx.paths) {
+        Ok(done) => done.iter().for_each(|d| println!("cache: {d}")),
+        Err(e) => println!("cache: {e}"),
+    }
     let a = host::assess(&ctx.paths, &cfg, Mode::Refresh);
     match a.detected.version {
         Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),

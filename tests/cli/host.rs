@@ -332,6 +332,13 @@ fn events_and_refresh_work_without_a_config() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("libvirt: 11.3.0"), "{}", stdout(&out));
     assert_eq!(state(t.path())["version"]["version"], "11.3.0");
+    let cache_line = |out: &std::process::Output| stdout(out).lines().find(|l| l.starts_with("cache: ")).unwrap_or_default().to_string();
+    let state_file = t.path().join("var/cache/virt-perf-hook/state.json");
+    // `events` wrote the cache.
+    assert_eq!(cache_line(&out), format!("cache: {} rebuilt (refresh requested)", state_file.display()));
+    std::fs::remove_file(&state_file).unwrap();
+    let out = run_in(t.path(), &["refresh"], "");
+    assert_eq!(cache_line(&out), format!("cache: {} rebuilt (was missing)", state_file.display()));
 }
 
 #[test]
@@ -370,9 +377,85 @@ fn untrusted_cache_is_ignored_and_not_written() {
 
         let out = run_in(t.path(), &["check"], "");
         assert_eq!(out.status.code(), Some(1), "{what}");
-        let fix = if mode == 0o777 { "chmod 700" } else { "chmod go-w" };
-        assert!(stdout(&out).lines().any(|l| l.starts_with("problem") && l.contains("untrusted") && l.contains(fix)), "{what}: {}", stdout(&out));
+        // The fix removes what others could have written; chmod/chown would adopt a forgery.
+        let fix = if mode == 0o777 { "rm -rf " } else { "rm -f " };
+        let line = stdout(&out).lines().find(|l| l.starts_with("problem") && l.contains("untrusted")).map(str::to_string);
+        let line = line.unwrap_or_else(|| panic!("{what}: {}", stdout(&out)));
+        assert!(line.contains(fix) && line.contains("&& virt-perf-hook refresh"), "{what}: {line}");
+        assert!(!line.contains("chmod") && !line.contains("chown"), "{what}: {line}");
         assert_eq!(state(t.path()), s, "{what}: the untrusted cache was written");
+    }
+}
+
+/// The issue's case: a group member replaced state.json in a group-writable cache directory.
+/// `check` must not advise adopting it (chmod the dir, chown the file), and `refresh` (root)
+/// must throw it away and rebuild in a directory only root can write.
+#[test]
+fn refresh_rebuilds_an_untrusted_cache() {
+    if !is_root() {
+        skip!("needs root to chown the forged files to another user");
+    }
+    let cfg = r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#;
+    let chown = |p: &Path, uid: u32| nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    let forge = |t: &TempDir| {
+        assert!(run_in(t.path(), &["refresh"], "").status.success());
+        let mut s = state(t.path());
+        s["probe"]["results"]["cpu_cycles"] = Value::Null;
+        let f = t.path().join("var/cache/virt-perf-hook/state.json");
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, serde_json::to_string(&s).unwrap()).unwrap();
+        f
+    };
+    let rebuilt = |t: &TempDir, what: &str| {
+        let out = run_in(t.path(), &["refresh"], "");
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.lines().any(|l| l.starts_with("cache: ") && l.contains("removed")), "{what}: says what it did: {text}");
+        let dir = t.path().join("var/cache/virt-perf-hook");
+        let m = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(m.is_dir(), "{what}");
+        assert_eq!((m.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::uid(&m)), (0o700, 0), "{what}");
+        assert_ne!(state(t.path())["probe"]["results"]["cpu_cycles"], Value::Null, "{what}: the forged probe survived");
+        let (code, c) = check_json(t.path());
+        assert_ne!(c["cache"]["state"], "untrusted", "{what}: {c}");
+        assert!(c["dropped"].to_string().contains("cpu_cycles"), "{what}: {c}");
+        assert_ne!(code, 3, "{what}");
+    };
+
+    // Group-writable directory, forged file owned by the group member.
+    let t = fake_host("forged", Some(cfg), Some("libvirt.so.0.9000.0"));
+    let f = forge(&t);
+    chown(&f, 1000);
+    let dir = t.path().join("var/cache/virt-perf-hook");
+    set_mode(&dir, 0o770);
+    let out = run_in(t.path(), &["check"], "");
+    let text = stdout(&out);
+    assert!(!text.contains("chmod") && !text.contains("chown"), "advice that adopts the forgery: {text}");
+    assert!(text.contains(&format!("rm -rf {} && virt-perf-hook refresh", dir.display())), "{text}");
+    rebuilt(&t, "group-writable dir");
+
+    // A directory owned by someone else, and a symlinked one (its target is left alone).
+    let t = fake_host("forged-owner", Some(cfg), Some("libvirt.so.0.9000.0"));
+    forge(&t);
+    chown(&t.path().join("var/cache/virt-perf-hook"), 1000);
+    rebuilt(&t, "dir owned by uid 1000");
+    let t = fake_host("forged-link", Some(cfg), Some("libvirt.so.0.9000.0"));
+    forge(&t);
+    let elsewhere = t.path().join("elsewhere");
+    std::fs::rename(t.path().join("var/cache/virt-perf-hook"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, t.path().join("var/cache/virt-perf-hook")).unwrap();
+    rebuilt(&t, "symlinked dir");
+    assert!(elsewhere.join("state.json").exists(), "the symlink's target was touched");
+
+    // A trusted directory with an untrusted state file or lock file: the file goes.
+    for (name, owner, mode) in [("state.json", 1000, 0o644), ("state.json", 0, 0o666), ("lock", 0, 0o666)] {
+        let t = fake_host("forged-file", Some(cfg), Some("libvirt.so.0.9000.0"));
+        let f = forge(&t).with_file_name(name);
+        let text = if name == "lock" { String::new() } else { std::fs::read_to_string(&f).unwrap() };
+        std::fs::write(&f, text).unwrap();
+        chown(&f, owner);
+        set_mode(&f, mode);
+        rebuilt(&t, &format!("{name} uid {owner} mode {mode:o}"));
     }
 }
 
