@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::cli::{self, Ctx};
@@ -20,6 +20,9 @@ use crate::version::Version;
 
 /// Overrides the virsh binary (tests, unusual installs).
 pub const VIRSH_ENV: &str = "VIRSH";
+
+/// What `define` hands virsh as the file to read: its own standard input.
+const STDIN: &str = "/dev/stdin";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefineOpts {
@@ -48,17 +51,21 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let result = filter::filter_for(&ctx.paths, &cfg, &xml, None, &target)?;
     result.log("define: ");
     let text = result.xml().unwrap_or(&xml);
-    // A private file rather than /dev/stdin: works for every virsh and leaves stdin alone.
-    let tmp = TempFile::create(text)?;
-    let mut args: Vec<OsString> = vec!["define".into()];
+    // On virsh's stdin, not in a file: a file in a shared TMPDIR could be replaced by another
+    // user between our write and virsh's read, and root would define their domain.
+    let mut args = vec!["define"];
     if o.validate {
-        args.push("--validate".into());
+        args.push("--validate");
     }
-    args.push("--file".into());
-    args.push(tmp.path().into());
-    let status = virsh.command(&args).status().map_err(|e| virsh.spawn_error(e))?;
-    drop(tmp);
-    match status.code() {
+    args.extend(["--file", STDIN]);
+    let out = virsh.feed(&args, text.as_bytes())?;
+    // virsh names the file it read ("Domain 'x' defined from /dev/stdin"): name the user's.
+    let label = if o.input == "-" { "-" } else { o.input.as_str() };
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).replace(STDIN, label);
+    // Like virsh itself: whatever cannot be printed is lost, nothing else to do about it.
+    let _ = std::io::stdout().lock().write_all(shown(&out.stdout).as_bytes());
+    let _ = std::io::stderr().lock().write_all(shown(&out.stderr).as_bytes());
+    match out.status.code() {
         Some(0) => Ok(exit::OK),
         Some(code) => {
             log::warn!("virsh define exited with status {code}; the domain was not defined");
@@ -380,6 +387,38 @@ impl Virsh {
         })
     }
 
+    /// Runs virsh with `input` on its stdin and its output captured (for `define`).
+    fn feed(&self, args: &[&str], input: &[u8]) -> Result<std::process::Output> {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        log::debug!("running virsh {args:?} with {} bytes on stdin", input.len());
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(e))?;
+        let mut stdin = child.stdin.take();
+        // A virsh that exits without reading everything must cost an EPIPE, not a SIGPIPE
+        // (the CLI restores SIGPIPE's default so that `events | head` ends quietly).
+        // SAFETY: SIG_IGN and SIG_DFL install no handler; nothing else changes SIGPIPE meanwhile.
+        let previous = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+        let out = std::thread::scope(|s| {
+            s.spawn(move || {
+                if let Some(w) = stdin.as_mut() {
+                    let _ = w.write_all(input);
+                }
+                drop(stdin);
+            });
+            child.wait_with_output()
+        });
+        if let Ok(handler) = previous {
+            // SAFETY: as above; the writer thread has ended.
+            let _ = unsafe { signal(Signal::SIGPIPE, handler) };
+        }
+        out.map_err(|e| Error::Other(format!("cannot read virsh's output: {e}")))
+    }
+
     fn spawn_error(&self, e: std::io::Error) -> Error {
         let bin = Path::new(&self.bin).display();
         match (e.kind(), self.from_env) {
@@ -471,42 +510,6 @@ impl Virsh {
     }
 }
 
-/// A 0600 file in `$TMPDIR`, created exclusively (no symlink games) and removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn create(text: &str) -> Result<TempFile> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let mut last = None;
-        for attempt in 0..100u32 {
-            let path = dir.join(format!("virt-perf-hook-{}-{nanos:09}-{attempt}.xml", std::process::id()));
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(mut f) => {
-                    let tmp = TempFile(path);
-                    f.write_all(text.as_bytes()).map_err(|e| Error::io(&tmp.0, "write", e))?;
-                    return Ok(tmp);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(Error::io(&path, "create (set TMPDIR to a writable directory)", e)),
-            }
-        }
-        let e = last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists));
-        Err(Error::io(dir, "create a temporary file in", e))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,16 +582,5 @@ mod tests {
         assert_eq!(change_parts("enabled", &["a", "b"], &["a", "b"]), vec!["enabled a,b (config+live)"]);
         assert_eq!(change_parts("enabled", &["a"], &[]), vec!["enabled a (config)"]);
         assert_eq!(change_parts("would enable", &[], &["b"]), vec!["would enable b (live)"]);
-    }
-
-    #[test]
-    fn temp_file_is_private_and_removed() {
-        use std::os::unix::fs::PermissionsExt;
-        let t = TempFile::create("<domain/>").unwrap();
-        let p = t.path().to_path_buf();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "<domain/>");
-        drop(t);
-        assert!(!p.exists());
     }
 }

@@ -301,9 +301,9 @@ fn define_wrapper(dir: &TempDir, name: &str) -> String {
 [ "$1" = -c ] || {{ echo "wrapper: expected -c URI first" >&2; exit 99; }}
 uri=$2; shift 2
 for f in "$@"; do :; done
-cp "$f" '{d}/received.xml'; stat -c %a "$f" > '{d}/mode'
+cat "$f" > '{d}/received.xml'
 printf '[%s]' "$@" > '{d}/argv'
-exec virsh -c "$uri" "$*; dumpxml {name}"
+exec virsh -c "$uri" "$*; dumpxml {name}" < '{d}/received.xml'
 "#
     );
     dir.write_exec("virsh-wrapper", &script).to_str().unwrap().to_string()
@@ -327,15 +327,56 @@ fn define_adds_events_on_the_test_driver() {
     let out = run_with(root.path(), &["-v", "define", "--connect", "test:///default", "--validate", f.to_str().unwrap()], "", &env);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let dumped = stdout(&out);
-    assert!(dumped.contains("Domain 'vph-define-1' defined from"), "virsh's stdout passes through: {dumped}");
+    // virsh read /dev/stdin; the message names the user's file, not a (deleted) temp file.
+    assert!(dumped.contains(&format!("Domain 'vph-define-1' defined from {}\n", f.display())), "virsh's stdout passes through: {dumped}");
     assert!(dumped.contains("<event name='page_faults' enabled='yes'/>"), "{dumped}");
     assert!(dumped.contains("<event name='cpu_clock' enabled='no'/>"), "existing: respect: {dumped}");
     assert!(stderr(&out).contains("added page_faults"), "logged: {}", stderr(&out));
     let argv = std::fs::read_to_string(root.path().join("argv")).unwrap();
-    assert!(argv.starts_with("[define][--validate][--file]["), "{argv}");
-    assert_eq!(std::fs::read_to_string(root.path().join("mode")).unwrap().trim(), "600");
+    assert_eq!(argv, "[define][--validate][--file][/dev/stdin]");
     assert!(std::fs::read_to_string(root.path().join("received.xml")).unwrap().contains("page_faults"));
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "temp file removed");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a file was left in TMPDIR");
+}
+
+/// The XML reaches virsh through nothing another user can replace. With a world-writable,
+/// non-sticky TMPDIR, a file there could be renamed over between the write and `virsh define`
+/// (root would then define the attacker's domain). This fake virsh tries exactly that on
+/// whatever file it is given, before reading it.
+#[test]
+fn define_hands_the_xml_to_virsh_on_stdin() {
+    let root = TempDir::with_config("define-swap", EVENTS_CFG);
+    let tmp = TempDir::new("define-swap-tmp");
+    set_mode(tmp.path(), 0o777);
+    let d = root.path().display();
+    let t = tmp.path().display();
+    let fake = root.write_exec(
+        "virsh",
+        &format!(
+            r#"#!/bin/sh
+for f in "$@"; do :; done
+if [ "$f" != /dev/stdin ] && [ -e "$f" ]; then
+  printf '<domain><name>evil</name></domain>' > '{t}/evil.xml' && mv -f '{t}/evil.xml' "$f"
+fi
+cat "$f" > '{d}/received.xml'
+echo "Domain 'guest' defined from $f"
+"#
+        ),
+    );
+    let input = root.write("guest.xml", DOMAIN);
+    let fake = fake.to_str().unwrap();
+    for tmpdir in [tmp.path().to_str().unwrap(), "/nonexistent", ""] {
+        let env = [("VIRSH", fake), ("TMPDIR", tmpdir)];
+        let out = run_with(root.path(), &["define", input.to_str().unwrap()], "", &env);
+        assert_eq!(out.status.code(), Some(0), "TMPDIR={tmpdir:?}: {}", stderr(&out));
+        let got = std::fs::read_to_string(root.path().join("received.xml")).unwrap();
+        assert!(got.contains("<event name='page_faults' enabled='yes'/>") && !got.contains("evil"), "TMPDIR={tmpdir:?}: {got}");
+        assert_eq!(stdout(&out), format!("Domain 'guest' defined from {}\n", input.display()), "TMPDIR={tmpdir:?}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a file was created in TMPDIR");
+    }
+    // From stdin, the message says '-'.
+    let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", fake)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Domain 'guest' defined from -\n");
 }
 
 #[test]
@@ -380,6 +421,10 @@ fn define_passes_virsh_errors_through() {
     let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", fake.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).starts_with("error: pretend failure\n"), "{}", stderr(&out));
+    // A virsh that exits without reading a large document: an EPIPE, not death by SIGPIPE.
+    let big = DOMAIN.replace("</domain>", &format!("<!--{}--></domain>", "x".repeat(4 << 20)));
+    let out = run_with(root.path(), &["define", "-"], &big, &[("VIRSH", fake.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(3), "{:?} {}", out.status, stderr(&out));
     // Our own errors come before virsh runs: bad XML is exit 4 and virsh is never called.
     let out = run_with(root.path(), &["define", "-"], "<vm/>", &[("VIRSH", fake.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(4));
