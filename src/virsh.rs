@@ -2,8 +2,9 @@
 //!
 //! libvirt ignores hook output on a plain define/start, so new guests get their events from the
 //! `define` wrapper and existing guests from `apply` (`virsh perf --enable`). Domain names are
-//! untrusted: they always travel as their own argv entry after `--domain`, never through a shell
-//! and never as virsh's single-string command form (which splits on `;`).
+//! untrusted: `apply` resolves each target (name, UUID or ID) to the guest's UUID and name once,
+//! with the target as its own argv entry after `--domain`, and every later call names the UUID.
+//! Nothing goes through a shell or virsh's single-string command form (which splits on `;`).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -87,16 +88,28 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
     }
-    let names = if o.all { virsh.list(&["--all", "--name"])? } else { dedup(&o.domains) };
-    if names.is_empty() {
+    // Every target becomes a guest (UUID and name) first: a UUID or an ID must meet the
+    // include/exclude rules under the guest's real name, and names are listed by UUID so that
+    // any name libvirt accepts (one ending in '\r', one that reads as an ID) comes through.
+    let targets: Vec<String> = if o.all { virsh.list(&["--all", "--uuid"])? } else { dedup(&o.domains) };
+    if targets.is_empty() {
         log::warn!("no domains defined{}", virsh.on());
         return Ok(exit::OK);
     }
     // One call for all domains: which are active (only they have a live state to change).
-    let active = if o.live { Some(virsh.list(&["--name"])?) } else { None };
-    let mut rows = Vec::with_capacity(names.len());
-    for name in &names {
-        let row = apply_one(&virsh, &cfg, &plan, name, o, active.as_deref())?;
+    let active = if o.live { Some(virsh.list(&["--uuid"])?) } else { None };
+    let mut rows: Vec<Row> = Vec::with_capacity(targets.len());
+    let mut seen: Vec<String> = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let row = match virsh.guest(target)? {
+            Ok(g) if seen.contains(&g.uuid) => continue,
+            Ok(g) => {
+                seen.push(g.uuid.clone());
+                apply_one(&virsh, &cfg, &plan, &g, o, active.as_deref())?
+            }
+            Err(msg) => Row { domain: target.clone(), result: Outcome::Failed, detail: msg },
+        };
+        let name = printable(&row.domain);
         match row.result {
             Outcome::Failed => log::warn!("domain '{name}': {}", row.detail),
             _ => log::info!("domain '{name}': {} ({})", row.result.as_str(), row.detail),
@@ -155,16 +168,27 @@ pub struct Row {
     pub detail: String,
 }
 
+/// A guest as libvirt knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// What every per-guest virsh call is given: unlike a name, it cannot read as another
+    /// guest's ID or UUID.
+    pub uuid: String,
+    /// What the include/exclude rules and the table see.
+    pub name: String,
+}
+
 /// What one domain needs. Returns `Err` only when virsh itself cannot run (stop everything);
 /// a virsh call that fails makes a `failed` row and the loop goes on.
-fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts, active: Option<&[String]>) -> Result<Row> {
+fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, guest: &Guest, o: &ApplyOpts, active: Option<&[String]>) -> Result<Row> {
+    let Guest { uuid, name } = guest;
     let row = |result, detail: String| Ok(Row { domain: name.to_string(), result, detail });
     if !cfg.domains.selects(name) {
         return row(Outcome::Skipped, "not selected by the config's domains include/exclude".into());
     }
     // `virsh perf` reports never-mentioned events as disabled too; only the persistent XML tells
     // an operator's explicit enabled='no' (kept with existing: respect) from an absent event.
-    let xml = virsh.run(&["dumpxml", "--inactive", "--domain", name])?;
+    let xml = virsh.run(&["dumpxml", "--inactive", "--domain", uuid])?;
     if !xml.success() {
         return row(Outcome::Failed, xml.message());
     }
@@ -174,14 +198,14 @@ fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts
     };
     let (want, kept) = wanted(&plan.add, &said_no, cfg.existing);
 
-    let config_state = match virsh.perf_state(name, "--config")? {
+    let config_state = match virsh.perf_state(uuid, "--config")? {
         Ok(s) => s,
         Err(msg) => return row(Outcome::Failed, msg),
     };
     let config_missing = missing(&want, &config_state);
-    let is_active = active.map(|a| a.iter().any(|n| n == name));
+    let is_active = active.map(|a| a.contains(uuid));
     let live_missing = if is_active == Some(true) {
-        match virsh.perf_state(name, "--live")? {
+        match virsh.perf_state(uuid, "--live")? {
             Ok(s) => missing(&want, &s),
             Err(msg) => return row(Outcome::Failed, msg),
         }
@@ -213,7 +237,7 @@ fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts
             continue;
         }
         let list = events.join(",");
-        let out = virsh.run(&["perf", "--domain", name, "--enable", &list, flag])?;
+        let out = virsh.run(&["perf", "--domain", uuid, "--enable", &list, flag])?;
         if !out.success() {
             let done = if flag == "--live" && !config_missing.is_empty() {
                 format!("enabled {} (config); ", config_missing.join(","))
@@ -287,9 +311,11 @@ pub fn parse_version(text: &str) -> Option<Version> {
     field("Running against daemon:").or_else(|| field("Using API:")).or_else(|| field("Using library:"))
 }
 
-/// Names from `virsh list --name`, one per line (names may hold spaces; blank lines end lists).
-pub fn parse_names(text: &str) -> Vec<String> {
-    let names: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+/// The entries of `virsh list --uuid` (or `--name`), one per line. Split at '\n' only: libvirt
+/// refuses a newline in a name but accepts a '\r', which a line reader would drop. Blank lines
+/// end lists.
+pub fn parse_list(text: &str) -> Vec<String> {
+    let names: Vec<String> = text.split('\n').filter(|l| !l.is_empty()).map(str::to_string).collect();
     dedup(&names)
 }
 
@@ -448,12 +474,32 @@ impl Virsh {
                 msg: out.message(),
             });
         }
-        Ok(parse_names(&out.stdout))
+        Ok(parse_list(&out.stdout))
     }
 
-    /// `virsh perf --domain NAME FLAG`: the event states, or virsh's error message.
-    fn perf_state(&self, name: &str, flag: &str) -> Result<std::result::Result<Vec<(String, bool)>, String>> {
-        let out = self.run(&["perf", "--domain", name, flag])?;
+    /// The guest `target` (a name, UUID or ID, looked up the way virsh does) names, or virsh's
+    /// error. `Err` only when virsh cannot run.
+    fn guest(&self, target: &str) -> Result<std::result::Result<Guest, String>> {
+        // dominfo looks a domain up by ID, UUID or name, as perf does (domuuid and domname
+        // each skip one of the three).
+        let out = self.run(&["dominfo", "--domain", target])?;
+        let uuid = out.stdout.lines().find_map(|l| l.strip_prefix("UUID:")).map(str::trim).unwrap_or_default();
+        if !out.success() || uuid.is_empty() {
+            return Ok(Err(out.message()));
+        }
+        let uuid = uuid.to_string();
+        let out = self.run(&["domname", "--domain", &uuid])?;
+        // virsh prints the name and a blank line; a name never holds a '\n', any other byte is its.
+        let name = out.stdout.trim_end_matches('\n');
+        if !out.success() || name.is_empty() {
+            return Ok(Err(out.message()));
+        }
+        Ok(Ok(Guest { uuid, name: name.to_string() }))
+    }
+
+    /// `virsh perf --domain UUID FLAG`: the event states, or virsh's error message.
+    fn perf_state(&self, uuid: &str, flag: &str) -> Result<std::result::Result<Vec<(String, bool)>, String>> {
+        let out = self.run(&["perf", "--domain", uuid, flag])?;
         if !out.success() {
             return Ok(Err(out.message()));
         }
@@ -566,7 +612,7 @@ mod tests {
 
     #[test]
     fn names_and_table() {
-        assert_eq!(parse_names("a b\n-x\n\na b\n"), vec!["a b".to_string(), "-x".to_string()]);
+        assert_eq!(parse_list("a b\n-x\n\na b\ncr\r\n\n"), vec!["a b".to_string(), "-x".to_string(), "cr\r".to_string()]);
         let rows = vec![
             Row { domain: "vm1".into(), result: Outcome::Changed, detail: "enabled page_faults (config)".into() },
             Row { domain: "a\nb".into(), result: Outcome::Skipped, detail: String::new() },

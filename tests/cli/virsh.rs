@@ -27,12 +27,9 @@ fn perf_output(on: &[&str]) -> String {
     s
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A fake virsh: `list`, `version`, `dumpxml`, `perf` answered from files under its directory
-/// (domains keyed by the hex of their name, so any name works), every argv logged as `[a][b]…`.
+/// A fake virsh: `list`, `version`, `dominfo`, `domname`, `dumpxml`, `perf` answered from files
+/// under its directory (domains keyed by a UUID made from their name, looked up by ID, UUID or
+/// name as virsh does), every argv logged as `[a][b]…`.
 struct FakeVirsh {
     dir: TempDir,
 }
@@ -46,7 +43,7 @@ F='{}'
 {{ for a in "$@"; do printf '[%s]' "$a"; done; echo; }} >> "$F/log"
 if [ "$1" = -c ]; then shift 2; fi
 cmd=$1; shift
-dom=; enable=; mode=current; all=
+dom=; enable=; mode=current; all=; uuid=
 while [ $# -gt 0 ]; do
   case $1 in
     --domain) dom=$2; shift;;
@@ -54,15 +51,27 @@ while [ $# -gt 0 ]; do
     --config) mode=config;;
     --live) mode=live;;
     --all) all=1;;
+    --uuid) uuid=1;;
   esac
   shift
 done
-d="$F/dom/$(printf %s "$dom" | od -An -tx1 | tr -d ' \n')"
+# Look the domain up as virsh does: by ID, then UUID, then name.
+d=
+for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/id" 2>/dev/null)" = "$dom" ] && d=$x; done
+[ -z "$d" ] && [ -n "$dom" ] && [ -d "$F/dom/$dom" ] && d="$F/dom/$dom"
+if [ -z "$d" ]; then for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/name" 2>/dev/null)" = "$dom" ] && d=$x; done; fi
 case $cmd in
   version) cat "$F/version";;
-  list) if [ -n "$all" ]; then cat "$F/list-all"; else cat "$F/list-active"; fi;;
-  dumpxml|perf)
-    if [ -z "$dom" ] || [ ! -d "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
+  list)
+    if [ -n "$all" ]; then l="$F/list-all"; else l="$F/list-active"; fi
+    while read -r u; do
+      if [ -z "$u" ]; then continue; elif [ -n "$uuid" ]; then echo "$u"; else cat "$F/dom/$u/name"; echo; fi
+    done < "$l"
+    echo;;
+  dominfo|domname|dumpxml|perf)
+    if [ -z "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
+    if [ "$cmd" = dominfo ]; then printf 'Id:             -\nName:           %s\nUUID:           %s\n\n' "$(cat "$d/name")" "$(basename "$d")"; exit 0; fi
+    if [ "$cmd" = domname ]; then cat "$d/name"; printf '\n\n'; exit 0; fi
     if [ "$cmd" = dumpxml ]; then cat "$d/xml"; exit 0; fi
     if [ -n "$enable" ]; then
       if [ -e "$d/fail-enable" ]; then echo "error: Unable to enable/disable perf events" >&2; echo "error: boom" >&2; exit 1; fi
@@ -86,9 +95,16 @@ esac
         self.dir.path().join("virsh").to_str().unwrap().to_string()
     }
 
+    /// The UUID of the domain `name`: an FNV-1a hash of the name, so any name works.
+    fn uuid(&self, name: &str) -> String {
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("00000000-0000-4000-8000-{:012x}", h & 0xffff_ffff_ffff)
+    }
+
     /// A domain with `perf` inside its persistent XML and the given enabled events.
     fn domain(&self, name: &str, perf: &str, config_on: &[&str], live_on: &[&str]) {
-        let d = format!("dom/{}", hex(name));
+        let d = format!("dom/{}", self.uuid(name));
+        self.dir.write(&format!("{d}/name"), name);
         self.dir.write(&format!("{d}/xml"), &format!("<domain type='kvm'>\n  <name>{name}</name>\n{perf}  <devices/>\n</domain>\n"));
         self.dir.write(&format!("{d}/perf-config"), &perf_output(config_on));
         self.dir.write(&format!("{d}/perf-live"), &perf_output(live_on));
@@ -96,11 +112,17 @@ esac
     }
 
     fn fail_enable(&self, name: &str) {
-        self.dir.write(&format!("dom/{}/fail-enable", hex(name)), "");
+        self.dir.write(&format!("dom/{}/fail-enable", self.uuid(name)), "");
     }
 
+    /// Makes `name` running with domain ID `id`.
+    fn id(&self, name: &str, id: u32) {
+        self.dir.write(&format!("dom/{}/id", self.uuid(name)), &id.to_string());
+    }
+
+    /// Which domains `list --all` and `list` show (by UUID, or by name with `--name`).
     fn lists(&self, all: &[&str], active: &[&str]) {
-        let lines = |v: &[&str]| v.iter().map(|n| format!("{n}\n")).collect::<String>() + "\n";
+        let lines = |v: &[&str]| v.iter().map(|n| format!("{}\n", self.uuid(n))).collect::<String>();
         self.dir.write("list-all", &lines(all));
         self.dir.write("list-active", &lines(active));
     }
@@ -185,16 +207,20 @@ fn apply_mixed_guests_respect() {
         assert_eq!(row(&out, n), enabled_both, "{n}");
     }
     let log = f.log();
-    // Names are single argv entries right after --domain, whatever they contain.
+    // Guests are listed by UUID and every per-guest call names the UUID: a name never reaches
+    // virsh's lookup, whatever it contains.
     for n in WEIRD {
-        let want = format!("[perf][--domain][{n}][--enable][cpu_clock,page_faults][--config]");
+        let u = f.uuid(n);
+        let want = format!("[perf][--domain][{u}][--enable][cpu_clock,page_faults][--config]");
         assert!(log.contains(&want), "{want} not in log:\n{}", log.join("\n"));
-        assert!(log.contains(&format!("[dumpxml][--inactive][--domain][{n}]")), "{n}");
+        assert!(log.contains(&format!("[dumpxml][--inactive][--domain][{u}]")), "{n}");
+        assert!(log.iter().all(|l| !l.contains(&format!("[--domain][{n}]"))), "{n} was passed to virsh");
     }
-    assert!(log.iter().all(|l| !l.contains("[skip-me]")), "an excluded guest is not touched");
+    let skipped = f.uuid("skip-me");
+    assert!(log.iter().all(|l| !l.contains(&skipped) || l.starts_with("[dominfo]") || l.starts_with("[domname]")), "an excluded guest is not touched");
     assert!(log.iter().all(|l| !l.contains("[--live]")), "no --live without --live");
-    // The pinned version means no `virsh version`; --all means one `list --all --name`.
-    assert_eq!(log[0], "[list][--all][--name]");
+    // The pinned version means no `virsh version`; --all means one `list --all --uuid`.
+    assert_eq!(log[0], "[list][--all][--uuid]");
     // broken, no-perf, partial, said-no and the weird names: the loop went on past the failure.
     assert_eq!(f.enable_calls().len(), 4 + WEIRD.len());
 }
@@ -240,15 +266,48 @@ fn apply_live_touches_only_running_guests() {
     );
     assert_eq!(stdout(&out).lines().count(), 3, "a repeated name is done once");
     let calls = f.enable_calls();
+    let (running, stopped) = (f.uuid("running"), f.uuid("stopped"));
     assert_eq!(
         calls,
         vec![
-            "[perf][--domain][running][--enable][cpu_clock,page_faults][--config]",
-            "[perf][--domain][running][--enable][cpu_clock][--live]",
-            "[perf][--domain][stopped][--enable][cpu_clock,page_faults][--config]",
+            format!("[perf][--domain][{running}][--enable][cpu_clock,page_faults][--config]"),
+            format!("[perf][--domain][{running}][--enable][cpu_clock][--live]"),
+            format!("[perf][--domain][{stopped}][--enable][cpu_clock,page_faults][--config]"),
         ]
     );
-    assert!(f.log().iter().all(|l| !(l.contains("[stopped]") && l.contains("[--live]"))));
+    assert!(f.log().iter().all(|l| !(l.contains(&stopped) && l.contains("[--live]"))));
+}
+
+/// A UUID or an ID names the guest: `domains` include/exclude apply to its name, and `--live`
+/// sees that it runs (the issue: `apply <uuid>` enabled events on an excluded guest).
+#[test]
+fn apply_by_uuid_or_id_with_a_fake_virsh() {
+    let f = FakeVirsh::new("fake-uuid");
+    f.domain("skip-me", "", &[], &[]);
+    f.domain("web", "", &[], &["page_faults"]);
+    f.id("web", 7);
+    f.lists(&["skip-me", "web"], &["web"]);
+    let out = f.apply(EVENTS_CFG, &["--live", &f.uuid("skip-me"), "7", "web", &f.uuid("web")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(row(&out, "skip-me").0, "skipped", "{}", stdout(&out));
+    assert_eq!(
+        row(&out, "web"),
+        ("changed".into(), "enabled cpu_clock,page_faults (config); enabled cpu_clock (live)".into()),
+        "the same running guest three ways, done once"
+    );
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(f.enable_calls().iter().all(|l| !l.contains(&f.uuid("skip-me"))), "{:?}", f.enable_calls());
+}
+
+/// A name ending in '\r' (libvirt accepts `<name>x&#13;</name>`) comes through `--all` whole.
+#[test]
+fn apply_all_with_a_carriage_return_in_a_name() {
+    let f = FakeVirsh::new("fake-cr");
+    f.domain("cr\r", "", &[], &[]);
+    f.lists(&["cr\r"], &[]);
+    let out = f.apply(EVENTS_CFG, &["--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()));
 }
 
 #[test]
@@ -585,4 +644,55 @@ fn define_remote_keeps_only_software_events() {
     assert!(!got.contains("cpu_cycles"), "{got}");
     assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
     assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+}
+
+/// UUID of the running guest 'test' (ID 1) of `test:///default`.
+const TEST_UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+
+/// A target given as a UUID or a domain ID is the guest it names: the include/exclude rules
+/// apply to its real name, and `--live` knows it is running.
+#[test]
+fn apply_by_uuid_or_id_is_the_named_guest() {
+    if !have("virsh") {
+        skip!("virsh not installed (apt-get install libvirt-clients)");
+    }
+    let excluded = TempDir::with_config("apply-id-excl", &EVENTS_CFG.replace("skip-*", "test"));
+    let included = TempDir::with_config("apply-id", EVENTS_CFG);
+    for target in ["1", TEST_UUID, "test"] {
+        let args = ["apply", "--connect", "test:///default", "--live", "--dry-run", target];
+        let out = run_in(excluded.path(), &args, "");
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        let (res, detail) = row(&out, "test");
+        assert_eq!(res, "skipped", "{target}: an excluded guest was not skipped: {detail}");
+
+        let out = run_in(included.path(), &args, "");
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        assert_eq!(row(&out, "test"), ("would change".into(), "would enable cpu_clock,page_faults (config+live)".into()), "{target}");
+    }
+    // The same guest three ways is one row.
+    let out = run_in(included.path(), &["apply", "--connect", "test:///default", "--dry-run", "1", TEST_UUID, "test"], "");
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+}
+
+/// Any name libvirt lists works, including one ending in a carriage return (libvirt accepts
+/// `<name>x&#13;</name>`), and a name that reads as another guest's ID.
+#[test]
+fn apply_all_handles_any_name_libvirt_lists() {
+    if !have("virsh") {
+        skip!("virsh not installed (apt-get install libvirt-clients)");
+    }
+    let root = TempDir::with_config("apply-cr", EVENTS_CFG);
+    // A test-driver host of its own: both guests run, 'cr\r' with ID 1 and '1' with ID 2.
+    let node = root.write(
+        "node.xml",
+        "<node>\n  <domain type='test'><name>cr&#13;</name><uuid>11111111-2222-4333-8444-555555555501</uuid>\
+         <memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n  \
+         <domain type='test'><name>1</name><uuid>11111111-2222-4333-8444-555555555502</uuid>\
+         <memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n</node>\n",
+    );
+    let uri = format!("test://{}", node.display());
+    let out = run_in(root.path(), &["apply", "--connect", &uri, "--all"], "");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
+    assert_eq!(row(&out, "1").0, "changed", "{}", stdout(&out));
 }
