@@ -1,6 +1,6 @@
 //! The job shared by `filter`, `define` and the hook: config + host plan + XML → rewritten XML.
 
-use crate::config::Config;
+use crate::config::{printable, Config};
 use crate::error::Result;
 use crate::host::{self, Plan, Target};
 use crate::paths::Paths;
@@ -30,7 +30,7 @@ impl Filtered {
 
     /// One line for logs and `filter --dry-run`.
     pub fn describe(&self) -> String {
-        let mut s = format!("domain '{}': ", self.domain);
+        let mut s = format!("domain '{}': ", printable(&self.domain));
         match &self.outcome {
             None => s.push_str("not selected by the config's domains include/exclude; unchanged"),
             Some(o) => s.push_str(&o.summary()),
@@ -52,7 +52,7 @@ pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, 
     let doc = Document::parse(xml)?;
     let domain = domain.or(doc.name()).unwrap_or_default().to_string();
     if !cfg.domains.selects(&domain) {
-        log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
+        log::info!("domain '{}' is not selected by the config's domains include/exclude", printable(&domain));
         return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
     }
     let plan = host::plan_for(paths, cfg, target);

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, OnError};
+use crate::config::{printable, Config, OnError};
 use crate::error::{exit, Error, Result};
 use crate::paths::Paths;
 use crate::{cli, filter, host, logging};
@@ -53,6 +53,8 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     logging::init_hook(&paths);
     let config_path = cli::config_path(&paths, config_flag);
     let domain = args.first().map(String::as_str).unwrap_or("-");
+    // How the domain is named in messages: control characters escaped, one line.
+    let shown = printable(domain);
     let cfg = Config::load(&config_path);
     if kind == Kind::Daemon {
         // The version and probe do not depend on the config (only a pin): refresh them even
@@ -72,13 +74,13 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     match cfg.and_then(|cfg| qemu_rewrite(&paths, &cfg, domain, op)) {
         Ok(()) => exit::OK,
         Err(e) if on_error == OnError::Pass => {
-            log::error!("{domain} {op} {subop}: {e}; leaving the guest unchanged");
+            log::error!("{shown} {op} {subop}: {e}; leaving the guest unchanged");
             exit::OK
         }
         Err(e) => {
-            log::error!(target: logging::SYSLOG_ONLY, "{domain} {op} {subop}: {e}; aborting the operation (on_error: fail)");
+            log::error!(target: logging::SYSLOG_ONLY, "{shown} {op} {subop}: {e}; aborting the operation (on_error: fail)");
             // libvirt shows this line to whoever started the operation.
-            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {domain} {op} {subop}: {e}");
+            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {shown} {op} {subop}: {e}");
             exit::FAILURE
         }
     }

@@ -329,16 +329,19 @@ fn dedup(names: &[String]) -> Vec<String> {
     out
 }
 
-/// The DOMAIN / RESULT / DETAIL table, columns padded to the widest cell.
+/// The DOMAIN / RESULT / DETAIL table, columns padded to the widest cell as shown on screen
+/// (a CJK character takes two columns).
 pub fn render_table(rows: &[Row]) -> String {
+    use unicode_width::UnicodeWidthStr;
     let cells: Vec<[String; 3]> = std::iter::once(["DOMAIN".to_string(), "RESULT".to_string(), "DETAIL".to_string()])
         .chain(rows.iter().map(|r| [printable(&r.domain), r.result.as_str().to_string(), printable(&r.detail)]))
         .collect();
-    let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0);
+    let width = |i: usize| cells.iter().map(|c| c[i].width()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));
+    let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     let mut out = String::new();
     for [a, b, c] in &cells {
-        let line = format!("{a:<w0$}  {b:<w1$}  {c}");
+        let line = format!("{}  {}  {c}", pad(a, w0), pad(b, w1));
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -620,6 +623,19 @@ mod tests {
         assert_eq!(
             render_table(&rows),
             "DOMAIN  RESULT   DETAIL\nvm1     changed  enabled page_faults (config)\na\\nb    skipped\n"
+        );
+    }
+
+    /// Columns line up on screen: East Asian wide characters take two columns.
+    #[test]
+    fn table_aligns_wide_names() {
+        let rows = vec![
+            Row { domain: "虚拟机".into(), result: Outcome::Ok, detail: "has page_faults".into() },
+            Row { domain: "vm".into(), result: Outcome::Ok, detail: "has page_faults".into() },
+        ];
+        assert_eq!(
+            render_table(&rows),
+            "DOMAIN  RESULT  DETAIL\n虚拟机  ok      has page_faults\nvm      ok      has page_faults\n"
         );
     }
 
