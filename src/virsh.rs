@@ -16,6 +16,7 @@ use crate::config::{printable, Config, Existing};
 use crate::error::{exit, one_line, Error, Result};
 use crate::filter;
 use crate::host::{self, Dropped, Plan, Reported, Target};
+use crate::paths::Paths;
 use crate::rewrite::Document;
 use crate::version::Version;
 
@@ -47,7 +48,7 @@ pub struct ApplyOpts {
 pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = cli::read_input(Some(&o.input))?;
-    let virsh = Virsh::from_env(o.connect.clone());
+    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
     let target = virsh.target(&cfg)?;
     let result = filter::filter_for(&ctx.paths, &cfg, &xml, None, &target)?;
     result.log("define: ");
@@ -83,7 +84,7 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
 /// `virt-perf-hook apply`: enable the configured events on existing guests with `virsh perf`.
 pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
-    let virsh = Virsh::from_env(o.connect.clone());
+    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
     let plan = host::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
@@ -348,6 +349,16 @@ pub fn render_table(rows: &[Row]) -> String {
     out
 }
 
+/// Why `virsh version --daemon` gave no version: its error, or (when it succeeded) that its
+/// output had none.
+fn version_failure(out: &Output) -> String {
+    if out.success() {
+        "it printed no libvirt version".to_string()
+    } else {
+        out.message()
+    }
+}
+
 /// A captured virsh run.
 struct Output {
     /// `None` when virsh was killed by a signal.
@@ -373,19 +384,80 @@ impl Output {
     }
 }
 
+/// The URI virsh connects to when given no `-c`, by libvirt's rules (virsh(1), libvirt's
+/// uri.html): `$VIRSH_DEFAULT_CONNECT_URI`, else `$LIBVIRT_DEFAULT_URI`, else `uri_default` in the
+/// client config (`/etc/libvirt/libvirt.conf` for root, else `$XDG_CONFIG_HOME` or
+/// `~/.config` + `/libvirt/libvirt.conf`); empty variables count as unset. Returns the URI and
+/// where it came from; `None` when libvirt would probe its local drivers.
+pub fn default_uri(paths: &Paths) -> Option<(String, String)> {
+    for var in ["VIRSH_DEFAULT_CONNECT_URI", "LIBVIRT_DEFAULT_URI"] {
+        if let Some(uri) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            return Some((uri, format!("${var}")));
+        }
+    }
+    let conf = if nix::unistd::geteuid().is_root() {
+        paths.host("/etc/libvirt/libvirt.conf")
+    } else {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))?;
+        base.join("libvirt/libvirt.conf")
+    };
+    let uri = uri_default(&std::fs::read_to_string(&conf).ok()?)?;
+    Some((uri, format!("uri_default in {}", conf.display())))
+}
+
+/// `uri_default = "…"` (or '…') in a libvirt client config; the first one counts, comments don't.
+pub fn uri_default(conf: &str) -> Option<String> {
+    conf.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("uri_default")?.trim_start().strip_prefix('=')?.trim_start();
+        let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+        let body = &rest[1..];
+        body.find(quote).map(|end| body[..end].to_string())
+    })
+}
+
 struct Virsh {
     bin: OsString,
     /// Whether the binary came from `$VIRSH` (for the not-found message).
     from_env: bool,
     connect: Option<String>,
+    /// The URI virsh will use and where it came from (`--connect`, an environment variable,
+    /// libvirt.conf); `None` when libvirt picks a local driver itself.
+    uri: Option<(String, String)>,
 }
 
 impl Virsh {
-    fn from_env(connect: Option<String>) -> Self {
-        match std::env::var_os(VIRSH_ENV).filter(|v| !v.is_empty()) {
-            Some(bin) => Virsh { bin, from_env: true, connect },
-            None => Virsh { bin: "virsh".into(), from_env: false, connect },
+    fn from_env(connect: Option<String>, paths: &Paths) -> Self {
+        let uri = match &connect {
+            Some(c) => Some((c.clone(), "--connect".to_string())),
+            None => default_uri(paths),
+        };
+        let (bin, from_env) = match std::env::var_os(VIRSH_ENV).filter(|v| !v.is_empty()) {
+            Some(bin) => (bin, true),
+            None => ("virsh".into(), false),
+        };
+        Virsh { bin, from_env, connect, uri }
+    }
+
+    /// Whether the URI virsh will use names another host. An alias (no `://`, from
+    /// `uri_aliases` in libvirt.conf) is resolved with `virsh uri`; one that cannot be counts
+    /// as remote (that only drops hardware events).
+    fn is_remote(&self) -> Result<bool> {
+        let Some((uri, from)) = &self.uri else { return Ok(false) };
+        let remote = if uri.contains("://") {
+            is_remote_uri(uri)
+        } else {
+            // A fixed command word, so virsh's command-string form is harmless here.
+            let out = self.run(&["uri"])?;
+            let real = out.stdout.trim();
+            !out.success() || real.is_empty() || is_remote_uri(real)
+        };
+        if remote && from != "--connect" {
+            log::info!("{from} is {uri}, another host: nothing on this host is probed or cached for it");
         }
+        Ok(remote)
     }
 
     fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
@@ -463,7 +535,7 @@ impl Virsh {
 
     /// " on URI" for messages.
     fn on(&self) -> String {
-        self.connect.as_ref().map(|u| format!(" on {u}")).unwrap_or_default()
+        self.uri.as_ref().map(|(u, _)| format!(" on {u}")).unwrap_or_default()
     }
 
     fn list(&self, flags: &[&str]) -> Result<Vec<String>> {
@@ -517,7 +589,7 @@ impl Virsh {
     /// talks to (outside a hook asking libvirt is safe). For a remote host nothing local
     /// (probe, cache, library files) applies, so its version must come from virsh.
     fn target(&self, cfg: &Config) -> Result<Target> {
-        let remote = self.connect.as_deref().is_some_and(is_remote_uri);
+        let remote = self.is_remote()?;
         let reported = match cfg.libvirt_version {
             Some(version) => Some(Reported { version, source: "config pin".into() }),
             None => self.daemon_version(remote)?,
@@ -544,14 +616,14 @@ impl Virsh {
                 code: exit::FAILURE,
                 msg: format!(
                     "{}; cannot tell the remote libvirt version (fix the connection, or set \"libvirt_version\" in the config)",
-                    out.message()
+                    version_failure(&out)
                 ),
             }),
             _ => {
                 log::warn!(
                     "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
                     self.on(),
-                    out.message()
+                    version_failure(&out)
                 );
                 Ok(None)
             }
@@ -592,6 +664,14 @@ mod tests {
         for remote in ["qemu+ssh://host2/system", "qemu+tcp://h/system", "qemu://h/system", "qemu+ssh://root@h:22/system", "myalias", ""] {
             assert!(is_remote_uri(remote), "{remote}");
         }
+    }
+
+    #[test]
+    fn uri_default_in_libvirt_conf() {
+        let conf = "#uri_default = \"qemu:///session\"\n  uri_default='qemu+ssh://h/system' # remote\nuri_default = \"second\"\n";
+        assert_eq!(uri_default(conf), Some("qemu+ssh://h/system".to_string()));
+        assert_eq!(uri_default("uri_aliases = [\"a=qemu:///system\"]\n"), None);
+        assert_eq!(uri_default("uri_default = qemu:///system\n"), None, "not a string");
     }
 
     #[test]

@@ -62,6 +62,7 @@ for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/id" 2>/dev/null)" = "$dom"
 if [ -z "$d" ]; then for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/name" 2>/dev/null)" = "$dom" ] && d=$x; done; fi
 case $cmd in
   version) cat "$F/version";;
+  uri) cat "$F/uri";;
   list)
     if [ -n "$all" ]; then l="$F/list-all"; else l="$F/list-active"; fi
     while read -r u; do
@@ -695,4 +696,75 @@ fn apply_all_handles_any_name_libvirt_lists() {
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
     assert_eq!(row(&out, "1").0, "changed", "{}", stdout(&out));
+}
+
+/// Local or remote is decided from the URI virsh will really use: --connect, else
+/// $VIRSH_DEFAULT_CONNECT_URI, else $LIBVIRT_DEFAULT_URI, else uri_default in libvirt.conf (an
+/// alias is resolved with `virsh uri`). A remote default used to be planned with this host's
+/// probe and cache.
+#[test]
+fn default_uri_decides_local_or_remote() {
+    let f = FakeVirsh::new("fake-defuri");
+    f.domain("vm", "", &[], &[]);
+    f.dir.write("uri", "qemu:///system\n\n");
+    let cfg = r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#;
+    let remote = "qemu+ssh://host2/system";
+    let cases: &[(&str, &[&str], &[(&str, &str)], Option<&str>, bool)] = &[
+        ("LIBVIRT_DEFAULT_URI", &[], &[("LIBVIRT_DEFAULT_URI", remote)], None, true),
+        ("VIRSH_DEFAULT_CONNECT_URI wins", &[], &[("VIRSH_DEFAULT_CONNECT_URI", remote), ("LIBVIRT_DEFAULT_URI", "qemu:///system")], None, true),
+        ("VIRSH_DEFAULT_CONNECT_URI local", &[], &[("VIRSH_DEFAULT_CONNECT_URI", "qemu:///system"), ("LIBVIRT_DEFAULT_URI", remote)], None, false),
+        ("empty VIRSH_DEFAULT_CONNECT_URI", &[], &[("VIRSH_DEFAULT_CONNECT_URI", ""), ("LIBVIRT_DEFAULT_URI", remote)], None, true),
+        ("libvirt.conf", &[], &[], Some(remote), true),
+        ("env over libvirt.conf", &[], &[("LIBVIRT_DEFAULT_URI", "qemu:///system")], Some(remote), false),
+        ("--connect wins", &["--connect", "qemu:///system"], &[("LIBVIRT_DEFAULT_URI", remote)], None, false),
+        ("alias resolved by virsh uri", &["--connect", "myalias"], &[], None, false),
+        ("nothing: libvirt probes local drivers", &[], &[], None, false),
+    ];
+    for (what, flags, env, conf, is_remote) in cases {
+        let root = TempDir::with_config("defuri", cfg);
+        root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0", "");
+        root.write("/proc/sys/kernel/random/boot_id", "6f1c1d1e-0000-4000-8000-000000000001\n");
+        if let Some(uri) = conf {
+            // Root reads /etc/libvirt/libvirt.conf, others $XDG_CONFIG_HOME/libvirt/libvirt.conf.
+            let text = format!("# uri_default = \"test:///default\"\nuri_default = \"{uri}\"\n");
+            root.write("/etc/libvirt/libvirt.conf", &text);
+            root.write("/xdg/libvirt/libvirt.conf", &text);
+        }
+        let xdg = root.path().join("xdg");
+        let bin = f.bin();
+        let mut all_env: Vec<(&str, &str)> = vec![("VIRSH", &bin), ("XDG_CONFIG_HOME", xdg.to_str().unwrap())];
+        all_env.extend_from_slice(env);
+        let mut args = vec!["apply"];
+        args.extend_from_slice(flags);
+        args.push("vm");
+        let out = run_with(root.path(), &args, "", &all_env);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        if *is_remote {
+            assert!(err.contains("not enabling cpu_cycles: cannot probe the remote host"), "{what}: {err}");
+            assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "{what}: the local cache was used");
+        } else {
+            assert!(err.contains("not enabling cpu_cycles: the host cannot open it"), "{what}: {err}");
+        }
+        assert_eq!(row(&out, "vm").0, "changed", "{what}");
+    }
+    // define too.
+    let root = TempDir::with_config("defuri-define", cfg);
+    let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", &f.bin()), ("LIBVIRT_DEFAULT_URI", remote)]);
+    assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
+    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+}
+
+/// A virsh that succeeds but prints no version is not "virsh exited with status 0".
+#[test]
+fn unparsable_version_output_is_named() {
+    let f = FakeVirsh::new("fake-badver");
+    f.domain("vm", "", &[], &[]);
+    f.dir.write("version", "something else entirely\n");
+    let root = TempDir::with_config("badver", r#"{"enabled_perf_events": ["page_faults"], "host_probe": false}"#);
+    let out = run_with(root.path(), &["apply", "--connect", "qemu+ssh://h/system", "vm"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("status 0"), "{err}");
+    assert!(err.contains("printed no libvirt version"), "{err}");
 }
