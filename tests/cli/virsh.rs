@@ -768,3 +768,28 @@ fn unparsable_version_output_is_named() {
     assert!(!err.contains("status 0"), "{err}");
     assert!(err.contains("printed no libvirt version"), "{err}");
 }
+
+/// `-c` is --config (as everywhere in this tool): `apply -c qemu:///system` reads a config file
+/// named `qemu:///system`. The error says so; `-C` is the short form of --connect.
+#[test]
+fn dash_c_with_a_uri_is_explained() {
+    let root = TempDir::with_config("dash-c", EVENTS_CFG);
+    let out = run_in(root.path(), &["apply", "-c", "qemu:///system", "--all"], "");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("config qemu:///system: not found"), "{err}");
+    assert!(err.contains("looks like a libvirt URI: -c is --config, use --connect URI (or -C URI)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A plain missing file says nothing about URIs.
+    let out = run_in(root.path(), &["-c", "/nonexistent.json", "apply", "--all"], "");
+    assert!(!stderr(&out).contains("URI"), "{}", stderr(&out));
+
+    let f = FakeVirsh::new("fake-dash-cap-c");
+    f.domain("vm", "", &[], &[]);
+    f.lists(&["vm"], &[]);
+    let out = run_with(root.path(), &["apply", "-C", "test:///default", "--all"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.log().iter().all(|l| l.starts_with("[-c][test:///default]")), "{:?}", f.log());
+    let help = stdout(&run_in(root.path(), &["--help"], ""));
+    assert!(help.contains("define [-C|--connect URI]") && help.contains("apply [-C|--connect URI]"), "{help}");
+}
