@@ -507,7 +507,7 @@ pub fn real_libvirtd_checks(uri: &str) {
     let cfg = cfg.to_str().unwrap();
     // No -q: `virsh -q perf` prints nothing at all.
     let virsh = |args: &[&str]| Command::new("virsh").args(["-c", uri]).args(args).output().unwrap();
-    let names = ["vph-apply-defined", "vph-apply-none", "vph-apply-partial", "vph-apply-said-no", "vph-apply-excluded"];
+    let names = ["vph-apply-defined", "vph-apply-none", "vph-apply-partial", "vph-apply-said-no", "vph-apply-excluded", "vph-apply-cr\r"];
     struct Cleanup<'a>(&'a str, &'a [&'a str]);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
@@ -532,15 +532,21 @@ pub fn real_libvirtd_checks(uri: &str) {
             .collect()
     };
 
-    // 1. The define wrapper.
-    let out = run_in(root.path(), &["--config", cfg, "define", "--connect", uri, "-"], &template(names[0], ""));
+    // 1. The define wrapper, with a hostile TMPDIR (world-writable, not sticky): the XML goes to
+    // virsh on its stdin, nothing is written there.
+    let tmp = TempDir::new("libvirtd-tmp");
+    set_mode(tmp.path(), 0o777);
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let out = run_with(root.path(), &["--config", cfg, "define", "--connect", uri, "-"], &template(names[0], ""), &env);
     assert_eq!(out.status.code(), Some(0), "define: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).trim_end(), format!("Domain '{}' defined from -", names[0]));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "define wrote into TMPDIR");
     let dumped = stdout(&virsh(&["dumpxml", "--inactive", "--domain", names[0]]));
     for ev in ["page_faults", "cpu_clock"] {
         assert!(dumped.contains(&format!("<event name='{ev}' enabled='yes'/>")), "{ev} missing:\n{dumped}");
     }
 
-    // 2. Guests defined behind the tool's back.
+    // 2. Guests defined behind the tool's back, one with a name ending in a carriage return.
     let perf = |evs: &[(&str, &str)]| {
         let e: String = evs.iter().map(|(n, s)| format!("<event name='{n}' enabled='{s}'/>")).collect();
         format!("<perf>{e}</perf>")
@@ -550,15 +556,16 @@ pub fn real_libvirtd_checks(uri: &str) {
         (names[2], perf(&[("page_faults", "yes")])),
         (names[3], perf(&[("cpu_clock", "no")])),
         (names[4], String::new()),
+        ("vph-apply-cr&#13;", String::new()),
     ] {
-        let f = root.write(&format!("{name}.xml"), &template(name, &p));
+        let f = root.write(&format!("{}.xml", name.replace('&', "_")), &template(name, &p));
         let out = virsh(&["define", "--file", f.to_str().unwrap()]);
         assert!(out.status.success(), "virsh define {name}: {}", stderr(&out));
     }
     let apply = |extra: &[&str]| {
         let mut args = vec!["--config", cfg, "apply", "--connect", uri, "--live"];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&names);
+        args.extend_from_slice(&names[..5]);
         run_in(root.path(), &args, "")
     };
 
@@ -594,6 +601,26 @@ pub fn real_libvirtd_checks(uri: &str) {
     for n in &names[..4] {
         assert_eq!(row(&out, n).0, "ok", "{}", stdout(&out));
     }
+
+    // 6. By UUID, the excluded guest is still excluded (its name decides).
+    let uuid = stdout(&virsh(&["domuuid", "--domain", names[4]])).trim().to_string();
+    let out = run_in(root.path(), &["--config", cfg, "apply", "--connect", uri, &uuid], "");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, names[4]).0, "skipped", "{}", stdout(&out));
+    assert!(on(names[4]).is_empty(), "excluded guest given by UUID was changed");
+
+    // 7. --all, restricted to this test's guests: the name ending in '\r' works like any other.
+    let only_ours = root.write(
+        "only-ours.json",
+        r#"{"enabled_perf_events": ["page_faults", "cpu_clock"], "libvirt_version": "9.0.0", "host_probe": false,
+            "domains": {"include": ["vph-apply-*"], "exclude": ["vph-apply-excluded"]}}"#,
+    );
+    let out = run_in(root.path(), &["--config", only_ours.to_str().unwrap(), "apply", "--connect", uri, "--all"], "");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "vph-apply-cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
+    let mut cr = on(names[5]);
+    cr.sort();
+    assert_eq!(cr, vec!["cpu_clock", "page_faults"]);
 }
 
 /// A host part in the URI means another host: nothing probed or cached here applies to it.
