@@ -20,10 +20,11 @@ COMMANDS:
     filter [--dry-run | --diff] [FILE|-]
         Print the domain XML from FILE (or stdin) with the configured <perf> events.
         --dry-run prints what would change; --diff prints a unified diff.
-    define [--connect URI] [--validate] FILE|-
+    define [-C|--connect URI] [--validate] FILE|-
         Rewrite the XML, then 'virsh define' it (virsh's errors and exit code pass through).
-    apply [--connect URI] [--live] [--dry-run] (--all | DOMAIN...)
+    apply [-C|--connect URI] [--live] [--dry-run] (--all | DOMAIN...)
         Enable the configured events on already-defined guests with 'virsh perf'.
+        DOMAIN is a name, UUID or ID. -C/--connect is virsh's -c URI (-c here is --config).
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]

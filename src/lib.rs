@@ -6,7 +6,8 @@
 //! - [`host`]: what this host's libvirt and kernel support (version detection, cache, probe) and
 //!   the plan made from it;
 //! - [`core`]: the config, the event catalog, the pure XML rewrite and its diff (no I/O);
-//! - [`support`]: the error type, host paths, trusted-file reads and logging.
+//! - [`support`]: the error type, host paths, trusted-file reads, logging and
+//!   the time limits on anything outside the tool.
 
 pub mod cli;
 pub mod cmd;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{read_input, Ctx};
-use crate::core::config::Config;
+use crate::core::config::{printable, Config};
 use crate::core::diff;
 use crate::core::rewrite::{Document, Outcome};
 use crate::host::plan::{self, Plan, Target};
@@ -41,7 +41,7 @@ impl Filtered {
 
     /// One line for logs and `filter --dry-run`.
     pub fn describe(&self) -> String {
-        let mut s = format!("domain '{}': ", self.domain);
+        let mut s = format!("domain '{}': ", printable(&self.domain));
         match &self.outcome {
             None => s.push_str("not selected by the config's domains include/exclude; unchanged"),
             Some(o) => s.push_str(&o.summary()),
@@ -63,7 +63,7 @@ pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, 
     let doc = Document::parse(xml)?;
     let domain = domain.or(doc.name()).unwrap_or_default().to_string();
     if !cfg.domains.selects(&domain) {
-        log::info!("domain '{domain}' is not selected by the config's domains include/exclude");
+        log::info!("domain '{}' is not selected by the config's domains include/exclude", printable(&domain));
         return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
     }
     let plan = plan::plan_for(paths, cfg, target);

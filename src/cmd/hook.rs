@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cmd::{config_path, filter, read_input};
-use crate::core::config::{Config, OnError};
+use crate::core::config::{printable, Config, OnError};
 use crate::host::plan;
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
@@ -53,9 +53,12 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     if !wanted {
         return exit::OK;
     }
+    crate::support::limits::enter_hook_mode();
     let paths = Paths::from_env();
     logging::init_hook(&paths);
     let domain = args.first().map(String::as_str).unwrap_or("-");
+    // How the domain is named in messages: control characters escaped, one line.
+    let shown = printable(domain);
     // A panic is an internal error like any other: with on_error pass the guest goes on unchanged
     // (nothing is written before the rewrite is complete), so it must not abort the process.
     // The hook records it instead of printing Rust's multi-line report.
@@ -83,13 +86,13 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
             exit::OK
         }
         (Kind::Qemu, OnError::Pass) => {
-            log::error!("{domain} {op} {subop}: {err}; leaving the guest unchanged");
+            log::error!("{shown} {op} {subop}: {err}; leaving the guest unchanged");
             exit::OK
         }
         (Kind::Qemu, OnError::Fail) => {
-            log::error!(target: logging::SYSLOG_ONLY, "{domain} {op} {subop}: {err}; aborting the operation (on_error: fail)");
+            log::error!(target: logging::SYSLOG_ONLY, "{shown} {op} {subop}: {err}; aborting the operation (on_error: fail)");
             // libvirt shows this line to whoever started the operation.
-            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {domain} {op} {subop}: {err}");
+            let _ = writeln!(std::io::stderr(), "virt-perf-hook: {shown} {op} {subop}: {err}");
             exit::FAILURE
         }
     }

@@ -8,6 +8,7 @@ use crate::cmd::Ctx;
 use crate::core::config::Config;
 use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
+use crate::host::cache;
 use crate::host::plan::{self, Assessment, Mode};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
@@ -164,7 +165,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     let cache_msg = if a.cache.detail.is_empty() { cache_msg } else { format!("{cache_msg} ({})", a.cache.detail) };
     match a.cache.state {
         // The tool works without a cache; it only detects on every call.
-        "unwritable" => items.note("cache", cache_msg),
+        "unwritable" | "busy" => items.note("cache", cache_msg),
         // Someone else could have written it; the fix is in the message.
         "untrusted" => items.problem("cache", cache_msg),
         _ => items.ok("cache", cache_msg),
@@ -245,8 +246,32 @@ fn secs(s: i64, ns: i64) -> f64 {
     s as f64 + ns as f64 / 1e9
 }
 
-/// libvirt looks for hooks only when the daemon starts (or on SIGHUP). A daemon older than the
-/// entries may not run them: after a fresh install it does not, after an upgrade it does.
+/// A qemu hook libvirt would have found at time `t`: `hooks/qemu` or an executable entry in
+/// `hooks/qemu.d` whose directory entry was created before `t` (its birth time, else its change
+/// time, which is never earlier: a file is never taken for older than it is).
+fn qemu_hook_older_than(paths: &Paths, t: f64) -> Option<PathBuf> {
+    let hooks = paths.hooks_dir();
+    let mut candidates = vec![hooks.join("qemu")];
+    if let Ok(entries) = std::fs::read_dir(hooks.join("qemu.d")) {
+        let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        candidates.extend(names);
+    }
+    candidates.into_iter().find(|p| {
+        let born = std::fs::symlink_metadata(p).ok().map(|m| {
+            let birth = m.created().ok().and_then(|c| c.duration_since(std::time::UNIX_EPOCH).ok());
+            birth.map_or_else(|| secs(m.ctime(), m.ctime_nsec()), |d| d.as_secs_f64())
+        });
+        born.is_some_and(|b| b < t) && crate::support::fsutil::is_executable(p)
+    })
+}
+
+/// libvirt decides whether to run qemu hooks at all when the daemon starts (or gets SIGHUP):
+/// when `hooks/qemu` or an executable `qemu.d` entry existed then, it lists `qemu.d` on every
+/// call and runs entries added later (seen with libvirtd 9.0.0); when none existed, it runs none
+/// until reloaded. So a daemon older than our entry is fine if another qemu hook older than the
+/// daemon is still there; if none is, check cannot tell (one may have been removed since, or
+/// an upgrade may have replaced an older copy of ours), and says so.
 fn check_daemon(paths: &Paths, hooks_installed: Option<f64>, items: &mut Items) {
     let mut running = false;
     for name in ["virtqemud", "libvirtd"] {
@@ -264,16 +289,25 @@ fn check_daemon(paths: &Paths, hooks_installed: Option<f64>, items: &mut Items) 
         let Some(installed) = hooks_installed else { continue };
         // btime has whole seconds, so the computed start may be up to 1 s early.
         if started + 1.0 <= installed {
-            // Also true right after a package upgrade replaced the entries; a daemon that had a
-            // qemu hook at start lists qemu.d on every call and runs them, but this cannot tell.
-            items.problem(
-                "daemon",
-                format!(
-                    "{name} (pid {pid}) started before the hook entries were installed or last upgraded; if it \
-                     had no qemu hook then, it will not run this one: reload it (systemctl reload {name}, or \
-                     kill -HUP {pid})"
+            let before = format!("{name} (pid {pid}) started before the hook entries were installed or last upgraded");
+            match qemu_hook_older_than(paths, started) {
+                Some(hook) => items.ok(
+                    "daemon",
+                    format!(
+                        "{before}, but {} was there already: a daemon that had a qemu hook at start looks in \
+                         qemu.d on every call, so it runs this one",
+                        hook.display()
+                    ),
                 ),
-            );
+                None => items.problem(
+                    "daemon",
+                    format!(
+                        "{before}, and no qemu hook older than it is left: if it had none at start it runs none \
+                         until reloaded (after an upgrade that replaced an older copy it does run this one; check \
+                         cannot tell): reload it (systemctl reload {name}, or kill -HUP {pid})"
+                    ),
+                ),
+            }
         } else {
             items.ok("daemon", format!("{name} (pid {pid}) started after the hook entries were installed"));
         }
@@ -308,6 +342,12 @@ fn read_btime(path: &Path) -> Option<u64> {
 /// without a config and with an unknown version: packaging runs it at install time.
 pub fn refresh(ctx: &Ctx) -> Result<i32> {
     let cfg = config_or_default(ctx, "detecting with the defaults");
+    // A cache others could have written is thrown away, never adopted: the rebuild below then
+    // writes into a directory only root (or the caller) can write.
+    match cache::repair(&ctx.paths) {
+        Ok(done) => done.iter().for_each(|d| println!("cache: {d}")),
+        Err(e) => println!("cache: {e}"),
+    }
     let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh);
     match a.detected.version {
         Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),

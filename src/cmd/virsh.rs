@@ -2,12 +2,13 @@
 //!
 //! libvirt ignores hook output on a plain define/start, so new guests get their events from the
 //! `define` wrapper and existing guests from `apply` (`virsh perf --enable`). Domain names are
-//! untrusted: they always travel as their own argv entry after `--domain`, never through a shell
-//! and never as virsh's single-string command form (which splits on `;`).
+//! untrusted: `apply` resolves each target (name, UUID or ID) to the guest's UUID and name once,
+//! with the target as its own argv entry after `--domain`, and every later call names the UUID.
+//! Nothing goes through a shell or virsh's single-string command form (which splits on `;`).
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::cmd::{filter, read_input, Ctx};
@@ -17,9 +18,13 @@ use crate::core::rewrite::Existing;
 use crate::core::version::Version;
 use crate::host::plan::{self, Dropped, Plan, Reported, Target};
 use crate::support::error::{exit, one_line, Error, Result};
+use crate::support::paths::Paths;
 
 /// Overrides the virsh binary (tests, unusual installs).
 pub const VIRSH_ENV: &str = "VIRSH";
+
+/// What `define` hands virsh as the file to read: its own standard input.
+const STDIN: &str = "/dev/stdin";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefineOpts {
@@ -43,22 +48,26 @@ pub struct ApplyOpts {
 pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = read_input(Some(&o.input))?;
-    let virsh = Virsh::from_env(o.connect.clone());
+    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
     let target = virsh.target(&cfg)?;
     let result = filter::filter_for(&ctx.paths, &cfg, &xml, None, &target)?;
     result.log("define: ");
     let text = result.xml().unwrap_or(&xml);
-    // A private file rather than /dev/stdin: works for every virsh and leaves stdin alone.
-    let tmp = TempFile::create(text)?;
-    let mut args: Vec<OsString> = vec!["define".into()];
+    // On virsh's stdin, not in a file: a file in a shared TMPDIR could be replaced by another
+    // user between our write and virsh's read, and root would define their domain.
+    let mut args = vec!["define"];
     if o.validate {
-        args.push("--validate".into());
+        args.push("--validate");
     }
-    args.push("--file".into());
-    args.push(tmp.path().into());
-    let status = virsh.command(&args).status().map_err(|e| virsh.spawn_error(e))?;
-    drop(tmp);
-    match status.code() {
+    args.extend(["--file", STDIN]);
+    let out = virsh.feed(&args, text.as_bytes())?;
+    // virsh names the file it read ("Domain 'x' defined from /dev/stdin"): name the user's.
+    let label = if o.input == "-" { "-" } else { o.input.as_str() };
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).replace(STDIN, label);
+    // Like virsh itself: whatever cannot be printed is lost, nothing else to do about it.
+    let _ = std::io::stdout().lock().write_all(shown(&out.stdout).as_bytes());
+    let _ = std::io::stderr().lock().write_all(shown(&out.stderr).as_bytes());
+    match out.status.code() {
         Some(0) => Ok(exit::OK),
         Some(code) => {
             log::warn!("virsh define exited with status {code}; the domain was not defined");
@@ -75,21 +84,33 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
 /// `virt-perf-hook apply`: enable the configured events on existing guests with `virsh perf`.
 pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
-    let virsh = Virsh::from_env(o.connect.clone());
+    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
     let plan = plan::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
     }
-    let names = if o.all { virsh.list(&["--all", "--name"])? } else { dedup(&o.domains) };
-    if names.is_empty() {
+    // Every target becomes a guest (UUID and name) first: a UUID or an ID must meet the
+    // include/exclude rules under the guest's real name, and names are listed by UUID so that
+    // any name libvirt accepts (one ending in '\r', one that reads as an ID) comes through.
+    let targets: Vec<String> = if o.all { virsh.list(&["--all", "--uuid"])? } else { dedup(&o.domains) };
+    if targets.is_empty() {
         log::warn!("no domains defined{}", virsh.on());
         return Ok(exit::OK);
     }
     // One call for all domains: which are active (only they have a live state to change).
-    let active = if o.live { Some(virsh.list(&["--name"])?) } else { None };
-    let mut rows = Vec::with_capacity(names.len());
-    for name in &names {
-        let row = apply_one(&virsh, &cfg, &plan, name, o, active.as_deref())?;
+    let active = if o.live { Some(virsh.list(&["--uuid"])?) } else { None };
+    let mut rows: Vec<Row> = Vec::with_capacity(targets.len());
+    let mut seen: Vec<String> = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let row = match virsh.guest(target)? {
+            Ok(g) if seen.contains(&g.uuid) => continue,
+            Ok(g) => {
+                seen.push(g.uuid.clone());
+                apply_one(&virsh, &cfg, &plan, &g, o, active.as_deref())?
+            }
+            Err(msg) => Row { domain: target.clone(), result: Outcome::Failed, detail: msg },
+        };
+        let name = printable(&row.domain);
         match row.result {
             Outcome::Failed => log::warn!("domain '{name}': {}", row.detail),
             _ => log::info!("domain '{name}': {} ({})", row.result.as_str(), row.detail),
@@ -148,16 +169,27 @@ pub struct Row {
     pub detail: String,
 }
 
+/// A guest as libvirt knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// What every per-guest virsh call is given: unlike a name, it cannot read as another
+    /// guest's ID or UUID.
+    pub uuid: String,
+    /// What the include/exclude rules and the table see.
+    pub name: String,
+}
+
 /// What one domain needs. Returns `Err` only when virsh itself cannot run (stop everything);
 /// a virsh call that fails makes a `failed` row and the loop goes on.
-fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts, active: Option<&[String]>) -> Result<Row> {
+fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, guest: &Guest, o: &ApplyOpts, active: Option<&[String]>) -> Result<Row> {
+    let Guest { uuid, name } = guest;
     let row = |result, detail: String| Ok(Row { domain: name.to_string(), result, detail });
     if !cfg.domains.selects(name) {
         return row(Outcome::Skipped, "not selected by the config's domains include/exclude".into());
     }
     // `virsh perf` reports never-mentioned events as disabled too; only the persistent XML tells
     // an operator's explicit enabled='no' (kept with existing: respect) from an absent event.
-    let xml = virsh.run(&["dumpxml", "--inactive", "--domain", name])?;
+    let xml = virsh.run(&["dumpxml", "--inactive", "--domain", uuid])?;
     if !xml.success() {
         return row(Outcome::Failed, xml.message());
     }
@@ -167,14 +199,14 @@ fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts
     };
     let (want, kept) = wanted(&plan.add, &said_no, cfg.existing);
 
-    let config_state = match virsh.perf_state(name, "--config")? {
+    let config_state = match virsh.perf_state(uuid, "--config")? {
         Ok(s) => s,
         Err(msg) => return row(Outcome::Failed, msg),
     };
     let config_missing = missing(&want, &config_state);
-    let is_active = active.map(|a| a.iter().any(|n| n == name));
+    let is_active = active.map(|a| a.contains(uuid));
     let live_missing = if is_active == Some(true) {
-        match virsh.perf_state(name, "--live")? {
+        match virsh.perf_state(uuid, "--live")? {
             Ok(s) => missing(&want, &s),
             Err(msg) => return row(Outcome::Failed, msg),
         }
@@ -206,7 +238,7 @@ fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, o: &ApplyOpts
             continue;
         }
         let list = events.join(",");
-        let out = virsh.run(&["perf", "--domain", name, "--enable", &list, flag])?;
+        let out = virsh.run(&["perf", "--domain", uuid, "--enable", &list, flag])?;
         if !out.success() {
             let done = if flag == "--live" && !config_missing.is_empty() {
                 format!("enabled {} (config); ", config_missing.join(","))
@@ -280,9 +312,11 @@ pub fn parse_version(text: &str) -> Option<Version> {
     field("Running against daemon:").or_else(|| field("Using API:")).or_else(|| field("Using library:"))
 }
 
-/// Names from `virsh list --name`, one per line (names may hold spaces; blank lines end lists).
-pub fn parse_names(text: &str) -> Vec<String> {
-    let names: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+/// The entries of `virsh list --uuid` (or `--name`), one per line. Split at '\n' only: libvirt
+/// refuses a newline in a name but accepts a '\r', which a line reader would drop. Blank lines
+/// end lists.
+pub fn parse_list(text: &str) -> Vec<String> {
+    let names: Vec<String> = text.split('\n').filter(|l| !l.is_empty()).map(str::to_string).collect();
     dedup(&names)
 }
 
@@ -296,20 +330,33 @@ fn dedup(names: &[String]) -> Vec<String> {
     out
 }
 
-/// The DOMAIN / RESULT / DETAIL table, columns padded to the widest cell.
+/// The DOMAIN / RESULT / DETAIL table, columns padded to the widest cell as shown on screen
+/// (a CJK character takes two columns).
 pub fn render_table(rows: &[Row]) -> String {
+    use unicode_width::UnicodeWidthStr;
     let cells: Vec<[String; 3]> = std::iter::once(["DOMAIN".to_string(), "RESULT".to_string(), "DETAIL".to_string()])
         .chain(rows.iter().map(|r| [printable(&r.domain), r.result.as_str().to_string(), printable(&r.detail)]))
         .collect();
-    let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0);
+    let width = |i: usize| cells.iter().map(|c| c[i].width()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));
+    let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.width())));
     let mut out = String::new();
     for [a, b, c] in &cells {
-        let line = format!("{a:<w0$}  {b:<w1$}  {c}");
+        let line = format!("{}  {}  {c}", pad(a, w0), pad(b, w1));
         out.push_str(line.trim_end());
         out.push('\n');
     }
     out
+}
+
+/// Why `virsh version --daemon` gave no version: its error, or (when it succeeded) that its
+/// output had none.
+fn version_failure(out: &Output) -> String {
+    if out.success() {
+        "it printed no libvirt version".to_string()
+    } else {
+        out.message()
+    }
 }
 
 /// A captured virsh run.
@@ -337,19 +384,80 @@ impl Output {
     }
 }
 
+/// The URI virsh connects to when given no `-c`, by libvirt's rules (virsh(1), libvirt's
+/// uri.html): `$VIRSH_DEFAULT_CONNECT_URI`, else `$LIBVIRT_DEFAULT_URI`, else `uri_default` in the
+/// client config (`/etc/libvirt/libvirt.conf` for root, else `$XDG_CONFIG_HOME` or
+/// `~/.config` + `/libvirt/libvirt.conf`); empty variables count as unset. Returns the URI and
+/// where it came from; `None` when libvirt would probe its local drivers.
+pub fn default_uri(paths: &Paths) -> Option<(String, String)> {
+    for var in ["VIRSH_DEFAULT_CONNECT_URI", "LIBVIRT_DEFAULT_URI"] {
+        if let Some(uri) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            return Some((uri, format!("${var}")));
+        }
+    }
+    let conf = if nix::unistd::geteuid().is_root() {
+        paths.host("/etc/libvirt/libvirt.conf")
+    } else {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))?;
+        base.join("libvirt/libvirt.conf")
+    };
+    let uri = uri_default(&std::fs::read_to_string(&conf).ok()?)?;
+    Some((uri, format!("uri_default in {}", conf.display())))
+}
+
+/// `uri_default = "…"` (or '…') in a libvirt client config; the first one counts, comments don't.
+pub fn uri_default(conf: &str) -> Option<String> {
+    conf.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("uri_default")?.trim_start().strip_prefix('=')?.trim_start();
+        let quote = rest.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+        let body = &rest[1..];
+        body.find(quote).map(|end| body[..end].to_string())
+    })
+}
+
 struct Virsh {
     bin: OsString,
     /// Whether the binary came from `$VIRSH` (for the not-found message).
     from_env: bool,
     connect: Option<String>,
+    /// The URI virsh will use and where it came from (`--connect`, an environment variable,
+    /// libvirt.conf); `None` when libvirt picks a local driver itself.
+    uri: Option<(String, String)>,
 }
 
 impl Virsh {
-    fn from_env(connect: Option<String>) -> Self {
-        match std::env::var_os(VIRSH_ENV).filter(|v| !v.is_empty()) {
-            Some(bin) => Virsh { bin, from_env: true, connect },
-            None => Virsh { bin: "virsh".into(), from_env: false, connect },
+    fn from_env(connect: Option<String>, paths: &Paths) -> Self {
+        let uri = match &connect {
+            Some(c) => Some((c.clone(), "--connect".to_string())),
+            None => default_uri(paths),
+        };
+        let (bin, from_env) = match std::env::var_os(VIRSH_ENV).filter(|v| !v.is_empty()) {
+            Some(bin) => (bin, true),
+            None => ("virsh".into(), false),
+        };
+        Virsh { bin, from_env, connect, uri }
+    }
+
+    /// Whether the URI virsh will use names another host. An alias (no `://`, from
+    /// `uri_aliases` in libvirt.conf) is resolved with `virsh uri`; one that cannot be counts
+    /// as remote (that only drops hardware events).
+    fn is_remote(&self) -> Result<bool> {
+        let Some((uri, from)) = &self.uri else { return Ok(false) };
+        let remote = if uri.contains("://") {
+            is_remote_uri(uri)
+        } else {
+            // A fixed command word, so virsh's command-string form is harmless here.
+            let out = self.run(&["uri"])?;
+            let real = out.stdout.trim();
+            !out.success() || real.is_empty() || is_remote_uri(real)
+        };
+        if remote && from != "--connect" {
+            log::info!("{from} is {uri}, another host: nothing on this host is probed or cached for it");
         }
+        Ok(remote)
     }
 
     fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
@@ -380,6 +488,38 @@ impl Virsh {
         })
     }
 
+    /// Runs virsh with `input` on its stdin and its output captured (for `define`).
+    fn feed(&self, args: &[&str], input: &[u8]) -> Result<std::process::Output> {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        log::debug!("running virsh {args:?} with {} bytes on stdin", input.len());
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.spawn_error(e))?;
+        let mut stdin = child.stdin.take();
+        // A virsh that exits without reading everything must cost an EPIPE, not a SIGPIPE
+        // (the CLI restores SIGPIPE's default so that `events | head` ends quietly).
+        // SAFETY: SIG_IGN and SIG_DFL install no handler; nothing else changes SIGPIPE meanwhile.
+        let previous = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+        let out = std::thread::scope(|s| {
+            s.spawn(move || {
+                if let Some(w) = stdin.as_mut() {
+                    let _ = w.write_all(input);
+                }
+                drop(stdin);
+            });
+            child.wait_with_output()
+        });
+        if let Ok(handler) = previous {
+            // SAFETY: as above; the writer thread has ended.
+            let _ = unsafe { signal(Signal::SIGPIPE, handler) };
+        }
+        out.map_err(|e| Error::Other(format!("cannot read virsh's output: {e}")))
+    }
+
     fn spawn_error(&self, e: std::io::Error) -> Error {
         let bin = Path::new(&self.bin).display();
         match (e.kind(), self.from_env) {
@@ -395,7 +535,7 @@ impl Virsh {
 
     /// " on URI" for messages.
     fn on(&self) -> String {
-        self.connect.as_ref().map(|u| format!(" on {u}")).unwrap_or_default()
+        self.uri.as_ref().map(|(u, _)| format!(" on {u}")).unwrap_or_default()
     }
 
     fn list(&self, flags: &[&str]) -> Result<Vec<String>> {
@@ -409,12 +549,32 @@ impl Virsh {
                 msg: out.message(),
             });
         }
-        Ok(parse_names(&out.stdout))
+        Ok(parse_list(&out.stdout))
     }
 
-    /// `virsh perf --domain NAME FLAG`: the event states, or virsh's error message.
-    fn perf_state(&self, name: &str, flag: &str) -> Result<std::result::Result<Vec<(String, bool)>, String>> {
-        let out = self.run(&["perf", "--domain", name, flag])?;
+    /// The guest `target` (a name, UUID or ID, looked up the way virsh does) names, or virsh's
+    /// error. `Err` only when virsh cannot run.
+    fn guest(&self, target: &str) -> Result<std::result::Result<Guest, String>> {
+        // dominfo looks a domain up by ID, UUID or name, as perf does (domuuid and domname
+        // each skip one of the three).
+        let out = self.run(&["dominfo", "--domain", target])?;
+        let uuid = out.stdout.lines().find_map(|l| l.strip_prefix("UUID:")).map(str::trim).unwrap_or_default();
+        if !out.success() || uuid.is_empty() {
+            return Ok(Err(out.message()));
+        }
+        let uuid = uuid.to_string();
+        let out = self.run(&["domname", "--domain", &uuid])?;
+        // virsh prints the name and a blank line; a name never holds a '\n', any other byte is its.
+        let name = out.stdout.trim_end_matches('\n');
+        if !out.success() || name.is_empty() {
+            return Ok(Err(out.message()));
+        }
+        Ok(Ok(Guest { uuid, name: name.to_string() }))
+    }
+
+    /// `virsh perf --domain UUID FLAG`: the event states, or virsh's error message.
+    fn perf_state(&self, uuid: &str, flag: &str) -> Result<std::result::Result<Vec<(String, bool)>, String>> {
+        let out = self.run(&["perf", "--domain", uuid, flag])?;
         if !out.success() {
             return Ok(Err(out.message()));
         }
@@ -429,7 +589,7 @@ impl Virsh {
     /// talks to (outside a hook asking libvirt is safe). For a remote host nothing local
     /// (probe, cache, library files) applies, so its version must come from virsh.
     fn target(&self, cfg: &Config) -> Result<Target> {
-        let remote = self.connect.as_deref().is_some_and(is_remote_uri);
+        let remote = self.is_remote()?;
         let reported = match cfg.libvirt_version {
             Some(version) => Some(Reported { version, source: "config pin".into() }),
             None => self.daemon_version(remote)?,
@@ -456,54 +616,18 @@ impl Virsh {
                 code: exit::FAILURE,
                 msg: format!(
                     "{}; cannot tell the remote libvirt version (fix the connection, or set \"libvirt_version\" in the config)",
-                    out.message()
+                    version_failure(&out)
                 ),
             }),
             _ => {
                 log::warn!(
                     "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
                     self.on(),
-                    out.message()
+                    version_failure(&out)
                 );
                 Ok(None)
             }
         }
-    }
-}
-
-/// A 0600 file in `$TMPDIR`, created exclusively (no symlink games) and removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn create(text: &str) -> Result<TempFile> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let mut last = None;
-        for attempt in 0..100u32 {
-            let path = dir.join(format!("virt-perf-hook-{}-{nanos:09}-{attempt}.xml", std::process::id()));
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(mut f) => {
-                    let tmp = TempFile(path);
-                    f.write_all(text.as_bytes()).map_err(|e| Error::io(&tmp.0, "write", e))?;
-                    return Ok(tmp);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(Error::io(&path, "create (set TMPDIR to a writable directory)", e)),
-            }
-        }
-        let e = last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists));
-        Err(Error::io(dir, "create a temporary file in", e))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -543,6 +667,14 @@ mod tests {
     }
 
     #[test]
+    fn uri_default_in_libvirt_conf() {
+        let conf = "#uri_default = \"qemu:///session\"\n  uri_default='qemu+ssh://h/system' # remote\nuri_default = \"second\"\n";
+        assert_eq!(uri_default(conf), Some("qemu+ssh://h/system".to_string()));
+        assert_eq!(uri_default("uri_aliases = [\"a=qemu:///system\"]\n"), None);
+        assert_eq!(uri_default("uri_default = qemu:///system\n"), None, "not a string");
+    }
+
+    #[test]
     fn respect_and_override() {
         let said_no = vec!["cpu_clock".to_string()];
         let add = ["cpu_clock", "page_faults"];
@@ -563,7 +695,7 @@ mod tests {
 
     #[test]
     fn names_and_table() {
-        assert_eq!(parse_names("a b\n-x\n\na b\n"), vec!["a b".to_string(), "-x".to_string()]);
+        assert_eq!(parse_list("a b\n-x\n\na b\ncr\r\n\n"), vec!["a b".to_string(), "-x".to_string(), "cr\r".to_string()]);
         let rows = vec![
             Row { domain: "vm1".into(), result: Outcome::Changed, detail: "enabled page_faults (config)".into() },
             Row { domain: "a\nb".into(), result: Outcome::Skipped, detail: String::new() },
@@ -574,21 +706,23 @@ mod tests {
         );
     }
 
+    /// Columns line up on screen: East Asian wide characters take two columns.
+    #[test]
+    fn table_aligns_wide_names() {
+        let rows = vec![
+            Row { domain: "虚拟机".into(), result: Outcome::Ok, detail: "has page_faults".into() },
+            Row { domain: "vm".into(), result: Outcome::Ok, detail: "has page_faults".into() },
+        ];
+        assert_eq!(
+            render_table(&rows),
+            "DOMAIN  RESULT  DETAIL\n虚拟机  ok      has page_faults\nvm      ok      has page_faults\n"
+        );
+    }
+
     #[test]
     fn change_details() {
         assert_eq!(change_parts("enabled", &["a", "b"], &["a", "b"]), vec!["enabled a,b (config+live)"]);
         assert_eq!(change_parts("enabled", &["a"], &[]), vec!["enabled a (config)"]);
         assert_eq!(change_parts("would enable", &[], &["b"]), vec!["would enable b (live)"]);
-    }
-
-    #[test]
-    fn temp_file_is_private_and_removed() {
-        use std::os::unix::fs::PermissionsExt;
-        let t = TempFile::create("<domain/>").unwrap();
-        let p = t.path().to_path_buf();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "<domain/>");
-        drop(t);
-        assert!(!p.exists());
     }
 }

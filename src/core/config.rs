@@ -74,12 +74,23 @@ impl Config {
     /// owned by root or the caller, and not writable by group or others: a hook runs as root
     /// on every guest, so its config is held to sshd's StrictModes standard.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = read_strict(path)?;
-        Config::parse(&text).map_err(|msg| Error::config(path, msg))
+        let loaded = read_strict(path).and_then(|text| Config::parse(&text).map_err(|msg| Error::config(path, msg)));
+        // `-c` is --config: `apply -c qemu:///system` reads a config file of that name.
+        match loaded {
+            Err(Error::Config { path, msg }) if path.to_string_lossy().contains("://") => Err(Error::Config {
+                msg: format!("{msg}; this looks like a libvirt URI: -c is --config, use --connect URI (or -C URI)"),
+                path,
+            }),
+            other => other,
+        }
     }
 
     /// Parses config JSON; the error is a one-line message without the path.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
+        // JSON forbids it, and serde_json's "expected value at line 1 column 1" does not say why.
+        if text.starts_with('\u{feff}') {
+            return Err("starts with a UTF-8 byte-order mark; save it without one".to_string());
+        }
         let value = parse_json(text)?;
         let Value::Object(map) = value else {
             return Err(format!("the top level must be a JSON object, not {}", kind(&value)));
@@ -416,6 +427,11 @@ mod tests {
         // The same key in different objects is fine.
         let c = Config::parse(r#"{"domains": {"include": ["a"], "exclude": ["b"]}, "host_probe": true}"#).unwrap();
         assert_eq!(c.domains.include, vec![Pattern::new("a").unwrap()]);
+    }
+
+    #[test]
+    fn byte_order_mark_is_named() {
+        assert_eq!(err("\u{feff}{}"), "starts with a UTF-8 byte-order mark; save it without one");
     }
 
     #[test]

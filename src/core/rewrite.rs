@@ -28,8 +28,9 @@ pub enum Existing {
 
 /// libvirt itself refuses larger documents long before this; the cap bounds our memory.
 pub const MAX_XML_BYTES: usize = 16 << 20;
-/// libxml2's default depth limit, which is what libvirt parses with.
-pub const MAX_DEPTH: usize = 256;
+/// The deepest element libvirt accepts is at level 257, `<domain>` being level 1: libxml2 (which
+/// libvirt parses with) allows 256 ancestors. Measured with `virsh define` on libvirt 9.0.0.
+pub const MAX_DEPTH: usize = 257;
 
 /// Elements after which a new `<perf>` goes when there is no `<devices>` (libvirt's order).
 const BEFORE_PERF: &[&str] = &["on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm"];
@@ -67,6 +68,8 @@ pub struct Document<'a> {
     domain_start: usize,
     /// Start of `</domain>`.
     domain_close: usize,
+    /// The quote around the document's first attribute value, if it has any attribute.
+    quote: Option<char>,
 }
 
 /// What a rewrite did. `xml` is `None` when the input already matched (nothing to write).
@@ -357,13 +360,7 @@ impl<'a> Style<'a> {
             _ => "  ".to_string(),
         };
         // libvirt writes single quotes; follow the document when it uses double quotes.
-        let tag_end = text[doc.domain_start..].find('>').map_or(text.len(), |i| doc.domain_start + i);
-        let tag = &text[doc.domain_start..tag_end];
-        if let Some(i) = tag.find('=') {
-            if tag[i + 1..].trim_start().starts_with('"') {
-                style.quote = '"';
-            }
-        }
+        style.quote = doc.quote.unwrap_or('\'');
         style
     }
 
@@ -460,7 +457,15 @@ impl<'a> Scanner<'a> {
             reader,
             depth: 0,
             root_seen: false,
-            doc: Document { text, name: None, children: Vec::new(), perf: Vec::new(), domain_start: 0, domain_close: 0 },
+            doc: Document {
+                text,
+                name: None,
+                children: Vec::new(),
+                perf: Vec::new(),
+                domain_start: 0,
+                domain_close: 0,
+                quote: None,
+            },
             child_start: 0,
             child_name: String::new(),
             in_name: false,
@@ -567,6 +572,11 @@ impl<'a> Scanner<'a> {
         if let Some(dup) = duplicate(&mut keys) {
             let dup = String::from_utf8_lossy(dup);
             return Err(self.err(start, format!("duplicate attribute '{dup}'")));
+        }
+        if self.doc.quote.is_none() && !keys.is_empty() {
+            // Names hold no '=', so the tag's first '=' belongs to its first attribute.
+            let tag = &self.text[start..end];
+            self.doc.quote = tag.find('=').and_then(|i| tag[i + 1..].trim_start().chars().next());
         }
         match self.depth {
             0 => {
@@ -806,9 +816,45 @@ mod tests {
             assert!(!err.contains('\n'));
         }
         let deep = format!("<domain>{}{}</domain>", "<a>".repeat(300), "</a>".repeat(300));
-        assert!(Document::parse(&deep).unwrap_err().to_string().contains("deeper than 256"));
+        assert!(Document::parse(&deep).unwrap_err().to_string().contains("deeper than 257 levels"));
         let big = format!("<domain>{}</domain>", " ".repeat(MAX_XML_BYTES));
         assert!(Document::parse(&big).unwrap_err().to_string().contains("MiB limit"));
+    }
+
+    /// `levels` elements deep in all, `<domain>` being level 1, the deepest one empty or not.
+    fn nested(levels: usize, empty_leaf: bool) -> String {
+        let open = levels - 2;
+        let leaf = if empty_leaf { "<b/>" } else { "<b>x</b>" };
+        format!("<domain><name>d</name>{}{leaf}{}</domain>", "<a>".repeat(open), "</a>".repeat(open))
+    }
+
+    /// libvirt (libxml2) accepts an element with 256 ancestors and refuses one with 257:
+    /// measured with `virsh -c test:///default define` on libvirt 9.0.0.
+    #[test]
+    fn depth_limit_matches_libvirt() {
+        for empty_leaf in [false, true] {
+            let ok = nested(257, empty_leaf);
+            assert!(run(&ok, &["cpu_clock"], Respect).changed(), "257 levels are accepted");
+            let err = Document::parse(&nested(258, empty_leaf)).unwrap_err().to_string();
+            assert!(err.contains("nested deeper than 257 levels"), "{err}");
+        }
+    }
+
+    /// New events take the quote style of the document's first attribute, wherever it is.
+    #[test]
+    fn quote_style_from_the_first_attribute_anywhere() {
+        let xml = "<domain>\n  <name>d</name>\n  <os>\n    <type arch=\"x86_64\">hvm</type>\n  </os>\n  <devices/>\n</domain>\n";
+        let out = run(xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert!(out.contains("<event name=\"cpu_clock\" enabled=\"yes\"/>"), "{out}");
+        let xml = xml.replace('"', "'");
+        let out = run(&xml, &["cpu_clock"], Respect).xml.unwrap();
+        assert!(out.contains("<event name='cpu_clock' enabled='yes'/>"), "{out}");
+        // The first attribute decides, also when <domain> has one of the other style.
+        let xml = "<domain type='kvm'><name>d</name><os><type arch=\"x86_64\">hvm</type></os></domain>";
+        assert!(run(xml, &["cpu_clock"], Respect).xml.unwrap().contains("<event name='cpu_clock'"));
+        // No attribute at all: libvirt's single quotes.
+        let xml = "<domain><name>d</name></domain>";
+        assert!(run(xml, &["cpu_clock"], Respect).xml.unwrap().contains("<event name='cpu_clock'"));
     }
 
     #[test]

@@ -12,6 +12,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
@@ -125,7 +128,7 @@ pub fn load(paths: &Paths) -> Loaded {
         Ok(()) => {}
         Err(Untrusted::Missing) => return Loaded::Missing,
         Err(why @ (Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_))) => {
-            return untrusted(&dir, &why, &dir_fix(&dir, &why))
+            return untrusted(&dir, &why, &dir_fix(&dir))
         }
         // Nothing can be read there, and writes fail on it (reported as unwritable).
         Err(why) => return Loaded::Ignored(format!("{} {why}", dir.display())),
@@ -134,8 +137,7 @@ pub fn load(paths: &Paths) -> Loaded {
     match fsutil::read_trusted(&path, MAX_BYTES) {
         Ok(text) => parse(&text),
         Err(Untrusted::Missing) => Loaded::Missing,
-        Err(why @ Untrusted::Owner(_)) => untrusted(&path, &why, &format!("chown root {}", path.display())),
-        Err(why @ Untrusted::Writable(_)) => untrusted(&path, &why, &format!("chmod go-w {}", path.display())),
+        Err(why @ (Untrusted::Owner(_) | Untrusted::Writable(_))) => untrusted(&path, &why, &remove_fix(&path)),
         // A symlink or junk in our own trusted directory: replaced by the next write's rename.
         Err(why) => Loaded::Ignored(why.to_string()),
     }
@@ -151,18 +153,20 @@ fn untrusted(path: &Path, why: &Untrusted, fix: &str) -> Loaded {
     Loaded::Untrusted(msg)
 }
 
-/// What to run so the cache directory is trusted again.
-fn dir_fix(dir: &Path, why: &Untrusted) -> String {
-    let d = dir.display();
-    match why {
-        Untrusted::Symlink => format!("replace the symlink with a directory: rm {d}; virt-perf-hook refresh"),
-        Untrusted::Owner(_) => format!("chown root {d}"),
-        _ => format!("chmod 700 {d}"),
-    }
+/// What to run so the cache directory is trusted again. Whatever others could have written
+/// there goes: fixing the mode or owner would adopt a forged state file. (`refresh` as root
+/// does this itself, see [`repair`].)
+fn dir_fix(dir: &Path) -> String {
+    format!("remove it and rebuild: rm -rf {} && virt-perf-hook refresh", dir.display())
 }
 
 fn parse(text: &str) -> Loaded {
-    let foreign = |f: Option<u64>| Loaded::Ignored(format!("foreign format {f:?}, expected {FORMAT}"));
+    let foreign = |f: Option<u64>| {
+        Loaded::Ignored(match f {
+            Some(f) => format!("foreign format {f}, expected {FORMAT}"),
+            None => format!("foreign: no \"format\" number, expected format {FORMAT}"),
+        })
+    };
     match serde_json::from_str::<State>(text) {
         Ok(state) if state.format == FORMAT => Loaded::Found(state),
         Ok(state) => foreign(Some(u64::from(state.format))),
@@ -174,37 +178,51 @@ fn parse(text: &str) -> Loaded {
     }
 }
 
+/// Why the state was not written. The tool works without a cache, only slower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotStored {
+    /// Another process held the lock longer than [`limits::cache_lock`].
+    Busy(String),
+    /// The directory or the lock file is open to others (or a symlink): never written.
+    Untrusted(String),
+    /// Anything else: no such directory possible, no space, no permission.
+    Unwritable(String),
+}
+
+impl std::fmt::Display for NotStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStored::Busy(m) | NotStored::Untrusted(m) | NotStored::Unwritable(m) => f.write_str(m),
+        }
+    }
+}
+
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-/// Writes `state` atomically. An unusable cache dir is logged once per process and returned as
-/// the error text: the tool works without a cache, only slower.
-pub fn store(paths: &Paths, state: &State) -> Result<(), String> {
+/// Writes `state` atomically. Why it could not be is logged once per process and returned.
+pub fn store(paths: &Paths, state: &State) -> Result<(), NotStored> {
     let result = write_locked(paths, state);
     if let Err(e) = &result {
         if !WARNED.swap(true, Ordering::Relaxed) {
-            log::warn!("not caching host state: {e}; detection runs on every call (run as root, or fix the directory)");
+            // Root can write anywhere it should: then the message itself (ENOSPC, a file in
+            // the way) is the whole story.
+            let hint = match e {
+                NotStored::Unwritable(_) if !nix::unistd::geteuid().is_root() => " (run as root, or make the directory writable)",
+                _ => "",
+            };
+            log::warn!("not caching host state: {e}; detection runs on every call{hint}");
         }
     }
     result
 }
 
-fn write_locked(paths: &Paths, state: &State) -> Result<(), String> {
+fn write_locked(paths: &Paths, state: &State) -> Result<(), NotStored> {
     let dir = paths.cache_dir();
     ensure_dir(&dir)?;
-    let lock_path = dir.join("lock");
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    let _guard = Flock::lock(lock, FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let _guard = lock(&dir.join("lock"))?;
     let final_path = paths.state_file();
     let tmp = dir.join(format!(".state.json.{}", std::process::id()));
-    let text = serde_json::to_string_pretty(state).map_err(|e| format!("cannot encode state: {e}"))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| NotStored::Unwritable(format!("cannot encode state: {e}")))?;
     // Left over by a crashed writer whose pid came back; we hold the lock, so it is no one's.
     let _ = std::fs::remove_file(&tmp);
     let written = std::fs::OpenOptions::new()
@@ -217,26 +235,127 @@ fn write_locked(paths: &Paths, state: &State) -> Result<(), String> {
         .and_then(|()| std::fs::rename(&tmp, &final_path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", final_path.display())
+        NotStored::Unwritable(format!("cannot write {}: {e}", final_path.display()))
     })
+}
+
+/// Takes the writers' lock on `path`, which must be a trusted regular file (it is created 0600
+/// when missing). Waits at most [`limits::cache_lock`]: a holder that keeps it longer is stuck or
+/// hostile, and the caller goes on without the cache.
+fn lock(path: &Path) -> Result<Flock<std::fs::File>, NotStored> {
+    let p = path.display();
+    // O_NONBLOCK: a FIFO planted there cannot stall the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => NotStored::Untrusted(format!("{p} is a symlink ({})", remove_fix(path))),
+            _ => NotStored::Unwritable(format!("cannot open {p}: {e}")),
+        })?;
+    fsutil::trusted_open_file(&file).map_err(|why| match why {
+        Untrusted::Io(..) => NotStored::Unwritable(format!("{p} {why}")),
+        _ => NotStored::Untrusted(format!("{p} {why} ({})", remove_fix(path))),
+    })?;
+    let patience = crate::support::limits::cache_lock();
+    let deadline = Instant::now() + patience;
+    let mut nap = Duration::from_millis(1);
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(guard) => return Ok(guard),
+            Err((f, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(nap.min(deadline.saturating_duration_since(Instant::now())));
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(NotStored::Busy(format!(
+                    "{p} is held by another process (gave up after {} ms; see fuser -v {p})",
+                    patience.as_millis()
+                )))
+            }
+            Err((_, e)) => return Err(NotStored::Unwritable(format!("cannot lock {p}: {e}"))),
+        }
+    }
+}
+
+/// Makes an untrusted cache safe to rebuild, for `refresh`: a cache directory that is a symlink
+/// or open to others is moved aside (within its trusted parent), removed, and created anew
+/// (0700); an untrusted state or lock file in a trusted directory is removed. Nothing is ever
+/// written into a directory others can write. Returns what was done, one line each.
+pub fn repair(paths: &Paths) -> Result<Vec<String>, String> {
+    let dir = paths.cache_dir();
+    let d = dir.display();
+    let mut done = Vec::new();
+    if let Err(why @ (Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_))) = fsutil::trusted_dir(&dir) {
+        let parent = dir.parent().ok_or_else(|| format!("{d} has no parent directory"))?;
+        // In a parent others can write, the name could be re-pointed between our steps.
+        fsutil::trusted_dir(parent).map_err(|p| format!("not repairing {d}: its parent {} {p}", parent.display()))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let aside = parent.join(format!(".{name}.untrusted.{}", std::process::id()));
+        std::fs::rename(&dir, &aside).map_err(|e| format!("cannot move {d} aside: {e}"))?;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("cannot create {d}: {e}"))?;
+        let removed = match why {
+            Untrusted::Symlink => std::fs::remove_file(&aside),
+            _ => std::fs::remove_dir_all(&aside),
+        };
+        let tail = match removed {
+            Ok(()) => "removed it".to_string(),
+            Err(e) => format!("moved it to {} (cannot remove it: {e})", aside.display()),
+        };
+        done.push(format!("{d} {why}: {tail} and created it anew (mode 700)"));
+    }
+    if fsutil::trusted_dir(&dir).is_err() {
+        return Ok(done);
+    }
+    for name in ["state.json", "lock"] {
+        let path = dir.join(name);
+        let why = match std::fs::symlink_metadata(&path) {
+            Err(_) => continue,
+            Ok(m) if m.file_type().is_symlink() => Untrusted::Symlink,
+            Ok(m) if m.is_dir() => Untrusted::Directory,
+            Ok(m) if !m.is_file() => Untrusted::NotRegular,
+            Ok(m) => match fsutil::check_owner_mode(&m) {
+                Ok(()) => continue,
+                Err(why) => why,
+            },
+        };
+        let removed = match why {
+            Untrusted::Directory => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        done.push(format!("{} {why}: removed it", path.display()));
+    }
+    Ok(done)
+}
+
+/// How to get rid of an untrusted file in the cache: remove it and rebuild.
+fn remove_fix(path: &Path) -> String {
+    format!("remove it and rebuild: rm -f {} && virt-perf-hook refresh", path.display())
 }
 
 /// Creates the cache dir 0700 and refuses one that is a symlink or open to others: the hook
 /// runs as root and trusts what it reads back.
-fn ensure_dir(dir: &Path) -> Result<(), String> {
+fn ensure_dir(dir: &Path) -> Result<(), NotStored> {
+    let unwritable = |what: &Path, e: std::io::Error| NotStored::Unwritable(format!("cannot create {}: {e}", what.display()));
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| unwritable(parent, e))?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        Err(e) => return Err(unwritable(dir, e)),
     }
     fsutil::trusted_dir(dir).map_err(|why| match why {
         Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_) => {
-            format!("{} {why} ({})", dir.display(), dir_fix(dir, &why))
+            NotStored::Untrusted(format!("{} {why} ({})", dir.display(), dir_fix(dir)))
         }
-        _ => format!("{} {why}", dir.display()),
+        _ => NotStored::Unwritable(format!("{} {why}", dir.display())),
     })
 }
 
@@ -298,8 +417,8 @@ mod tests {
         for (text, want) in [
             ("{\"format\": 1, \"version\": ", "corrupt"),
             ("", "corrupt"),
-            ("{\"format\": 99}", "foreign"),
-            ("[1,2]", "foreign"),
+            ("{\"format\": 99}", "foreign format 99, expected 1"),
+            ("[1,2]", "foreign: no \"format\" number"),
             ("{\"format\": 1, \"version\": null, \"probe\": null, \"extra\": 1}", "corrupt"),
         ] {
             std::fs::write(&f, text).unwrap();
@@ -332,17 +451,20 @@ mod tests {
         let set = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
         set(&paths.state_file(), 0o666);
         match load(&paths) {
-            Loaded::Untrusted(why) => assert!(why.contains("writable by group or others") && why.contains("chmod go-w"), "{why}"),
+            Loaded::Untrusted(why) => assert!(why.contains("writable by group or others") && why.contains("rm -f "), "{why}"),
             other => panic!("{other:?}"),
         }
         set(&paths.state_file(), 0o644);
         assert_eq!(load(&paths), Loaded::Found(state.clone()));
         set(&paths.cache_dir(), 0o777);
         match load(&paths) {
-            Loaded::Untrusted(why) => assert!(why.contains("chmod 700"), "{why}"),
+            Loaded::Untrusted(why) => assert!(why.contains("rm -rf ") && !why.contains("chmod"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert!(store(&paths, &state).unwrap_err().contains("chmod 700"));
+        assert!(matches!(store(&paths, &state), Err(NotStored::Untrusted(e)) if e.contains("rm -rf ")));
+        assert_eq!(repair(&paths).unwrap().len(), 1);
+        assert_eq!(std::fs::metadata(paths.cache_dir()).unwrap().mode() & 0o777, 0o700);
+        store(&paths, &state).unwrap();
     }
 
     #[test]

@@ -100,9 +100,6 @@ pub fn parse_version_output(out: &str) -> Option<Version> {
     line.split_whitespace().filter(|w| w.matches('.').count() == 2).find_map(|w| w.parse().ok())
 }
 
-/// A daemon binary must not stall a hook: it gets this long to print its version.
-const DAEMON_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// `virtqemud --version`, else `libvirtd --version` (modular daemon first).
 pub fn from_daemon(paths: &Paths) -> Option<(Version, PathBuf)> {
     paths.daemon_binaries().into_iter().filter(|p| fsutil::is_executable(p)).find_map(|p| {
@@ -131,13 +128,15 @@ fn run_version(bin: &Path) -> Option<String> {
         .spawn()
         .map_err(|e| log::debug!("cannot run {} --version: {e}", bin.display()))
         .ok()?;
+    // A daemon binary must not stall a hook: it gets a bounded time to print its version.
+    let limit = crate::support::limits::daemon_version();
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < DAEMON_TIMEOUT => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(5)),
             _ => {
-                log::warn!("{} --version did not finish within {}s; ignoring it", bin.display(), DAEMON_TIMEOUT.as_secs());
+                log::warn!("{} --version did not finish within {}s; ignoring it", bin.display(), limit.as_secs());
                 let _ = child.kill();
                 let _ = child.wait();
                 return None;

@@ -73,7 +73,8 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CacheReport {
     /// `fresh`, `stale`, `missing`, `ignored` (corrupt, foreign, symlink), `untrusted` (open to
-    /// others: neither used nor written), `unwritable` or `unused` (version pinned and probe
+    /// others: neither used nor written), `busy` (another process held the lock too long: not
+    /// written), `unwritable`, `rebuilt` (by a refresh) or `unused` (version pinned and probe
     /// off: nothing to cache).
     pub state: &'static str,
     /// One line for humans: why stale/ignored/unwritable, and whether it was rewritten.
@@ -259,10 +260,25 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
         detail.push_str(s);
     };
     match written {
+        // A refresh says what it replaced: "rebuilt (refresh requested)", "rebuilt (was missing)".
+        Some(Ok(())) if force => {
+            let was = match loaded {
+                Loaded::Found(_) => "refresh requested".to_string(),
+                _ if detail.is_empty() => format!("was {state}"),
+                _ => format!("was {state}: {detail}"),
+            };
+            log::info!("cache {}: rebuilt ({was})", paths.state_file().display());
+            return CacheReport { state: "rebuilt", detail: was };
+        }
         Some(Ok(())) => push(if state == "missing" { "written" } else { "rewritten" }),
         Some(Err(e)) => {
-            push(&e);
-            return CacheReport { state: "unwritable", detail };
+            push(&e.to_string());
+            let state = match e {
+                cache::NotStored::Busy(_) => "busy",
+                cache::NotStored::Untrusted(_) => "untrusted",
+                cache::NotStored::Unwritable(_) => "unwritable",
+            };
+            return CacheReport { state, detail };
         }
         None if state == "untrusted" => {}
         None if state != "fresh" && new.version.is_none() && new.probe.is_none() => push("nothing to cache yet"),

@@ -57,7 +57,7 @@ impl fmt::Display for Untrusted {
 }
 
 /// Owner and mode checks shared by files and directories.
-fn check_owner_mode(m: &std::fs::Metadata) -> Result<(), Untrusted> {
+pub fn check_owner_mode(m: &std::fs::Metadata) -> Result<(), Untrusted> {
     let euid = nix::unistd::geteuid().as_raw();
     if m.uid() != 0 && m.uid() != euid {
         return Err(Untrusted::Owner(m.uid()));
@@ -82,14 +82,7 @@ pub fn read_trusted(path: &Path, max_bytes: u64) -> Result<String, Untrusted> {
         e => Untrusted::Io(Step::Open, std::io::Error::from(e)),
     })?;
     let file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|e| Untrusted::Io(Step::Stat, e))?;
-    if meta.is_dir() {
-        return Err(Untrusted::Directory);
-    }
-    if !meta.is_file() {
-        return Err(Untrusted::NotRegular);
-    }
-    check_owner_mode(&meta)?;
+    let meta = trusted_open_file(&file)?;
     if meta.len() > max_bytes {
         return Err(Untrusted::TooLarge(meta.len()));
     }
@@ -100,6 +93,20 @@ pub fn read_trusted(path: &Path, max_bytes: u64) -> Result<String, Untrusted> {
         return Err(Untrusted::TooLarge(buf.len() as u64));
     }
     String::from_utf8(buf).map_err(|_| Untrusted::NotUtf8)
+}
+
+/// Whether the open `file` is a regular file owned by root or the caller and not writable by
+/// group or others (fstat on the descriptor, so what is checked is what is used); its metadata.
+pub fn trusted_open_file(file: &std::fs::File) -> Result<std::fs::Metadata, Untrusted> {
+    let meta = file.metadata().map_err(|e| Untrusted::Io(Step::Stat, e))?;
+    if meta.is_dir() {
+        return Err(Untrusted::Directory);
+    }
+    if !meta.is_file() {
+        return Err(Untrusted::NotRegular);
+    }
+    check_owner_mode(&meta)?;
+    Ok(meta)
 }
 
 /// Whether `dir` is a real directory (not a symlink) owned by root or the caller and not

@@ -29,7 +29,10 @@ pub fn init_hook(paths: &Paths) {
         .ok()
         .and_then(|v| v.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::Info);
-    let socket = UnixDatagram::unbound().ok().filter(|s| s.connect(paths.host("/dev/log")).is_ok());
+    // Non-blocking: when syslog's queue is full the line is dropped rather than stalling the hook.
+    let socket = UnixDatagram::unbound()
+        .ok()
+        .filter(|s| s.connect(paths.host("/dev/log")).is_ok() && s.set_nonblocking(true).is_ok());
     let logger = Box::new(HookLogger { socket, level });
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(level);

@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod fsutil;
+pub mod limits;
 pub mod logging;
 pub mod paths;

@@ -100,8 +100,61 @@ fn listen_syslog(host: &mut Host) -> Option<Arc<Mutex<Vec<String>>>> {
     Some(lines)
 }
 
+/// The test's config. `on_error: fail`: a hook that refuses the guest (or fails in any way)
+/// aborts the restore, so such a failure cannot pass unnoticed.
+/// Holds an exclusive flock on `path` from another process (`flock -x`) for at most `limit`;
+/// released when the returned child is dropped (killed).
+fn hold_lock_for(path: &Path, limit: Duration) -> KillOnDrop {
+    let child = Command::new("flock")
+        .arg("-x")
+        .arg(path)
+        .arg("-c")
+        .arg(format!("echo held; exec sleep {}", limit.as_secs()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // Wait until it has the lock.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "held");
+    child
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `apply --live --dry-run` on the running e2e guest given by ID and by UUID: the row is the
+/// guest's name, it is running (config+live), and a config that excludes it skips it.
+fn apply_by_id_and_uuid(work: &TempDir) {
+    let id = virsh_ok(&["domid", GUEST]).trim().to_string();
+    let uuid = virsh_ok(&["domuuid", GUEST]).trim().to_string();
+    for (tag, domains, want) in [("incl", serde_json::json!({}), "would change"), ("excl", serde_json::json!({"exclude": [GUEST]}), "skipped")] {
+        let cfg = work.path().join(format!("apply-{tag}.json"));
+        let text = serde_json::json!({"enabled_perf_events": ["task_clock"], "libvirt_version": "9.0.0", "host_probe": false, "domains": domains});
+        std::fs::write(&cfg, text.to_string()).unwrap();
+        set_mode(&cfg, 0o644);
+        for target in [&id, &uuid] {
+            let out = run_in(work.path(), &["--config", cfg.to_str().unwrap(), "apply", "--connect", URI, "--live", "--dry-run", target], "");
+            assert_eq!(out.status.code(), Some(0), "{tag} {target}: {}{}", stdout(&out), stderr(&out));
+            let table = stdout(&out);
+            let row = table.lines().nth(1).unwrap_or_default();
+            assert!(row.starts_with(GUEST) && row.contains(want), "{tag} {target}: {table}");
+            if want == "would change" {
+                assert!(row.contains("(config+live)") && !row.contains("not running"), "{tag} {target}: {table}");
+            }
+        }
+    }
+}
+
 fn write_config(path: &Path, events: &[&str]) {
-    let cfg = serde_json::json!({ "enabled_perf_events": events });
+    let cfg = serde_json::json!({ "enabled_perf_events": events, "on_error": "fail" });
     std::fs::write(path, cfg.to_string()).unwrap();
     set_mode(path, 0o644);
 }
@@ -175,11 +228,14 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     }
     assert!(state.exists(), "daemon start hook did not write {}", state.display());
 
+    // Metadata nested to the deepest level libvirt accepts (257, <domain> being 1): the hook
+    // must accept what libvirt accepts, or (on_error: fail) the restore is aborted.
+    let deep = format!("<metadata>{}{}</metadata>", "<vph:a xmlns:vph='urn:vph'>".repeat(255), "</vph:a>".repeat(255));
     let xml = work.write(
         "t1.xml",
         &format!(
             "<domain type='qemu'><name>{GUEST}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\n\
-             <os><type arch='x86_64' machine='pc'>hvm</type></os>\n\
+             {deep}\n<os><type arch='x86_64' machine='pc'>hvm</type></os>\n\
              <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>\n"
         ),
     );
@@ -187,11 +243,24 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     virsh_ok(&["start", GUEST]);
     assert!(!virsh_ok(&["dumpxml", GUEST]).contains("<perf>"), "a plain start is not rewritten");
 
-    // save + restore: libvirt runs 'restore begin' and uses the hook's XML.
+    // save + restore: libvirt runs 'restore begin' and uses the hook's XML. Another process
+    // holds the cache lock and the cache is gone, so the hook must detect, fail to get the lock
+    // within its bound and go on without writing the cache (the issue: restore waited 609 s).
     let save = work.path().join("t1.save");
     virsh_ok(&["save", GUEST, save.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&state);
+    let held = hold_lock_for(&Path::new(CACHE_DIR).join("lock"), Duration::from_secs(90));
+    let start = Instant::now();
     virsh_ok(&["restore", save.to_str().unwrap()]);
+    let took = start.elapsed();
+    drop(held);
+    assert!(took < Duration::from_secs(45), "restore took {took:?} with the cache lock held");
+    assert!(!state.exists(), "the cache was written although its lock was held");
     assert_eq!(virsh_ok(&["domstate", GUEST]).trim(), "running");
+    assert!(virsh_ok(&["dumpxml", GUEST]).contains("<vph:a"), "the deep metadata went through");
+
+    // apply by domain ID and by UUID: the running guest, by its name (domains rules), and live.
+    apply_by_id_and_uuid(&work);
     let live = virsh_ok(&["dumpxml", GUEST]);
     assert!(live.contains("<event name='page_faults' enabled='yes'/>"), "{live}");
     assert!(live.contains("<event name='cpu_clock' enabled='yes'/>"), "{live}");

@@ -253,3 +253,48 @@ fn shipped_qemu_entry_script() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
 }
+
+/// A syslog socket whose queue is full must not block the hook: the log line is dropped.
+#[test]
+fn full_syslog_socket_does_not_block() {
+    let root = TempDir::with_config("hook-fullsyslog", CFG);
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    // Fill the receiver's queue from another socket, never reading.
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.connect(root.path().join("dev/log")).unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    while filler.send(&[b'x'; 1024]).is_ok() {
+        sent += 1;
+        assert!(sent < 1_000_000, "the socket never filled up");
+    }
+    let r = run_limited(root.path(), &["qemu", "vm", "restore", "begin", "-"], &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), std::time::Duration::from_secs(20));
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert_eq!(stdout(&r.out), expected());
+    assert!(r.elapsed < std::time::Duration::from_secs(2), "the hook waited {:?} on syslog", r.elapsed);
+    drop(sock);
+}
+
+/// Domain names are quoted and their control characters escaped in log lines, so a name cannot
+/// forge or garble syslog entries (or drive a terminal that shows them).
+#[test]
+fn log_lines_escape_domain_names() {
+    let root = TempDir::with_config("hook-logname", CFG);
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    let name = "evil\nvirt-perf-hook: fake\u{1b}[2J";
+    let out = hook(&root, &[name, "restore", "begin", "-"], DOMAIN);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("domain 'evil\\nvirt-perf-hook: fake\\u{1b}[2J': added"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a log line");
+    let logged = String::from_utf8_lossy(&buf[..n]);
+    assert!(logged.contains("domain 'evil\\nvirt-perf-hook: fake\\u{1b}[2J': added"), "{logged}");
+    // An error names the domain the same way.
+    let out = hook(&root, &[name, "restore", "begin", "-"], "<vm/>");
+    assert!(stderr(&out).contains("evil\\nvirt-perf-hook: fake\\u{1b}[2J restore begin: domain XML rejected"), "{}", stderr(&out));
+}

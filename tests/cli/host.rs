@@ -198,6 +198,9 @@ fn unwritable_cache_still_works() {
     let out = run_in(t.path(), &["filter"], DOMAIN);
     assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("not caching host state").count(), 1, "{}", stderr(&out));
+    if is_root() {
+        assert!(!stderr(&out).contains("run as root"), "root is told to run as root: {}", stderr(&out));
+    }
     let (_, c) = check_json(t.path());
     assert_eq!(c["cache"]["state"], "unwritable");
 }
@@ -284,7 +287,7 @@ fn check_exit_codes() {
     let out = run_in(t.path(), &["check"], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("libvirtd (pid 4242) started before the hook entries were installed or last upgraded; if it had no qemu hook then, it will not run this one: reload it (systemctl reload libvirtd, or kill -HUP 4242)"),
+        stdout(&out).contains("libvirtd (pid 4242) started before the hook entries were installed or last upgraded, and no qemu hook older than it is left: if it had none at start it runs none until reloaded (after an upgrade that replaced an older copy it does run this one; check cannot tell): reload it (systemctl reload libvirtd, or kill -HUP 4242)"),
         "{}",
         stdout(&out)
     );
@@ -334,6 +337,13 @@ fn events_and_refresh_work_without_a_config() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("libvirt: 11.3.0"), "{}", stdout(&out));
     assert_eq!(state(t.path())["version"]["version"], "11.3.0");
+    let cache_line = |out: &std::process::Output| stdout(out).lines().find(|l| l.starts_with("cache: ")).unwrap_or_default().to_string();
+    let state_file = t.path().join("var/cache/virt-perf-hook/state.json");
+    // `events` wrote the cache.
+    assert_eq!(cache_line(&out), format!("cache: {} rebuilt (refresh requested)", state_file.display()));
+    std::fs::remove_file(&state_file).unwrap();
+    let out = run_in(t.path(), &["refresh"], "");
+    assert_eq!(cache_line(&out), format!("cache: {} rebuilt (was missing)", state_file.display()));
 }
 
 #[test]
@@ -372,9 +382,85 @@ fn untrusted_cache_is_ignored_and_not_written() {
 
         let out = run_in(t.path(), &["check"], "");
         assert_eq!(out.status.code(), Some(1), "{what}");
-        let fix = if mode == 0o777 { "chmod 700" } else { "chmod go-w" };
-        assert!(stdout(&out).lines().any(|l| l.starts_with("problem") && l.contains("untrusted") && l.contains(fix)), "{what}: {}", stdout(&out));
+        // The fix removes what others could have written; chmod/chown would adopt a forgery.
+        let fix = if mode == 0o777 { "rm -rf " } else { "rm -f " };
+        let line = stdout(&out).lines().find(|l| l.starts_with("problem") && l.contains("untrusted")).map(str::to_string);
+        let line = line.unwrap_or_else(|| panic!("{what}: {}", stdout(&out)));
+        assert!(line.contains(fix) && line.contains("&& virt-perf-hook refresh"), "{what}: {line}");
+        assert!(!line.contains("chmod") && !line.contains("chown"), "{what}: {line}");
         assert_eq!(state(t.path()), s, "{what}: the untrusted cache was written");
+    }
+}
+
+/// The issue's case: a group member replaced state.json in a group-writable cache directory.
+/// `check` must not advise adopting it (chmod the dir, chown the file), and `refresh` (root)
+/// must throw it away and rebuild in a directory only root can write.
+#[test]
+fn refresh_rebuilds_an_untrusted_cache() {
+    if !is_root() {
+        skip!("needs root to chown the forged files to another user");
+    }
+    let cfg = r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#;
+    let chown = |p: &Path, uid: u32| nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    let forge = |t: &TempDir| {
+        assert!(run_in(t.path(), &["refresh"], "").status.success());
+        let mut s = state(t.path());
+        s["probe"]["results"]["cpu_cycles"] = Value::Null;
+        let f = t.path().join("var/cache/virt-perf-hook/state.json");
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, serde_json::to_string(&s).unwrap()).unwrap();
+        f
+    };
+    let rebuilt = |t: &TempDir, what: &str| {
+        let out = run_in(t.path(), &["refresh"], "");
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.lines().any(|l| l.starts_with("cache: ") && l.contains("removed")), "{what}: says what it did: {text}");
+        let dir = t.path().join("var/cache/virt-perf-hook");
+        let m = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(m.is_dir(), "{what}");
+        assert_eq!((m.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::uid(&m)), (0o700, 0), "{what}");
+        assert_ne!(state(t.path())["probe"]["results"]["cpu_cycles"], Value::Null, "{what}: the forged probe survived");
+        let (code, c) = check_json(t.path());
+        assert_ne!(c["cache"]["state"], "untrusted", "{what}: {c}");
+        assert!(c["dropped"].to_string().contains("cpu_cycles"), "{what}: {c}");
+        assert_ne!(code, 3, "{what}");
+    };
+
+    // Group-writable directory, forged file owned by the group member.
+    let t = fake_host("forged", Some(cfg), Some("libvirt.so.0.9000.0"));
+    let f = forge(&t);
+    chown(&f, 1000);
+    let dir = t.path().join("var/cache/virt-perf-hook");
+    set_mode(&dir, 0o770);
+    let out = run_in(t.path(), &["check"], "");
+    let text = stdout(&out);
+    assert!(!text.contains("chmod") && !text.contains("chown"), "advice that adopts the forgery: {text}");
+    assert!(text.contains(&format!("rm -rf {} && virt-perf-hook refresh", dir.display())), "{text}");
+    rebuilt(&t, "group-writable dir");
+
+    // A directory owned by someone else, and a symlinked one (its target is left alone).
+    let t = fake_host("forged-owner", Some(cfg), Some("libvirt.so.0.9000.0"));
+    forge(&t);
+    chown(&t.path().join("var/cache/virt-perf-hook"), 1000);
+    rebuilt(&t, "dir owned by uid 1000");
+    let t = fake_host("forged-link", Some(cfg), Some("libvirt.so.0.9000.0"));
+    forge(&t);
+    let elsewhere = t.path().join("elsewhere");
+    std::fs::rename(t.path().join("var/cache/virt-perf-hook"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, t.path().join("var/cache/virt-perf-hook")).unwrap();
+    rebuilt(&t, "symlinked dir");
+    assert!(elsewhere.join("state.json").exists(), "the symlink's target was touched");
+
+    // A trusted directory with an untrusted state file or lock file: the file goes.
+    for (name, owner, mode) in [("state.json", 1000, 0o644), ("state.json", 0, 0o666), ("lock", 0, 0o666)] {
+        let t = fake_host("forged-file", Some(cfg), Some("libvirt.so.0.9000.0"));
+        let f = forge(&t).with_file_name(name);
+        let text = if name == "lock" { String::new() } else { std::fs::read_to_string(&f).unwrap() };
+        std::fs::write(&f, text).unwrap();
+        chown(&f, owner);
+        set_mode(&f, mode);
+        rebuilt(&t, &format!("{name} uid {owner} mode {mode:o}"));
     }
 }
 
@@ -403,4 +489,112 @@ fn daemon_hook_refreshes_without_a_valid_config() {
     assert!(stderr(&out).contains("refreshing the cache anyway"), "{}", stderr(&out));
     assert_eq!(state(t.path())["version"]["version"], "9.0.0");
     assert_eq!(state(t.path())["probe"]["results"].as_object().unwrap().len(), 22);
+}
+
+/// Holds an exclusive flock on the fake host's cache `lock` until dropped, like
+/// `flock -x lock -c 'sleep 900'` would.
+fn hold_cache_lock(t: &TempDir) -> nix::fcntl::Flock<std::fs::File> {
+    let dir = t.path().join("var/cache/virt-perf-hook");
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.join("lock")).unwrap();
+    set_mode(&dir.join("lock"), 0o600);
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap()
+}
+
+/// Another process holding the cache lock must not stall the hook (libvirt waits for it with
+/// the guest's restore on hold): it gives up on the cache within well under a second.
+#[test]
+fn held_cache_lock_does_not_stall_the_hook_or_refresh() {
+    let t = fake_host("heldlock", Some(CONFIG), Some("libvirt.so.0.9000.0"));
+    let _held = hold_cache_lock(&t);
+    let limit = std::time::Duration::from_secs(20);
+    let hook = ["qemu", "vm", "restore", "begin", "-"];
+    let r = run_limited(t.path(), &hook, &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), limit);
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert!(stdout(&r.out).contains("<event name='page_faults' enabled='yes'/>"), "the rewritten XML: {}", stderr(&r.out));
+    assert!(r.elapsed < std::time::Duration::from_secs(2), "the hook waited {:?} for the lock", r.elapsed);
+    let err = stderr(&r.out);
+    assert_eq!(err.matches("is held by another process").count(), 1, "logged once: {err}");
+
+    // refresh waits a few seconds at most, and says why the cache was not written.
+    let r = run_limited(t.path(), &["refresh"], &[], Input::Bytes(Vec::new()), limit);
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert!(r.elapsed < std::time::Duration::from_secs(8), "refresh waited {:?}", r.elapsed);
+    let out = stdout(&r.out);
+    assert!(out.contains("cache:") && out.contains("busy") && out.contains("is held by another process"), "{out}");
+    assert!(!t.path().join("var/cache/virt-perf-hook/state.json").exists());
+}
+
+/// The lock file is held to the state file's standard: a lock others can write (or a FIFO, or a
+/// symlink) is not used, and nothing is written.
+#[test]
+fn untrusted_lock_file_is_not_used() {
+    let t = fake_host("badlock", Some(CONFIG), Some("libvirt.so.0.9000.0"));
+    let dir = t.path().join("var/cache/virt-perf-hook");
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    let lock = dir.join("lock");
+    for (what, make) in [
+        ("writable lock", Box::new(|p: &Path| {
+            std::fs::write(p, "").unwrap();
+            set_mode(p, 0o666);
+        }) as Box<dyn Fn(&Path)>),
+        ("fifo lock", Box::new(|p: &Path| {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        })),
+    ] {
+        let _ = std::fs::remove_file(&lock);
+        make(&lock);
+        let r = run_limited(t.path(), &["qemu", "vm", "restore", "begin", "-"], &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), std::time::Duration::from_secs(20));
+        assert_eq!(r.out.status.code(), Some(0), "{what}: {}", stderr(&r.out));
+        assert!(stdout(&r.out).contains("page_faults"), "{what}: {}", stderr(&r.out));
+        let err = stderr(&r.out);
+        assert!(err.contains(&lock.display().to_string()) && (err.contains("writable by group or others") || err.contains("not a regular file")), "{what}: {err}");
+        assert!(!dir.join("state.json").exists(), "{what}: written despite the lock file");
+    }
+}
+
+/// In hook mode a hung `libvirtd --version` (the last resort when no library file is found) is
+/// given a second, not five.
+#[test]
+fn hung_daemon_version_is_bounded_in_the_hook() {
+    let t = fake_host("hungdaemon", Some(CONFIG), None);
+    t.write_exec("/usr/sbin/libvirtd", "#!/bin/sh\nexec sleep 30\n");
+    let r = run_limited(t.path(), &["qemu", "vm", "restore", "begin", "-"], &[], Input::Bytes(DOMAIN.as_bytes().to_vec()), std::time::Duration::from_secs(30));
+    assert_eq!(r.out.status.code(), Some(0), "{}", stderr(&r.out));
+    assert!(r.elapsed < std::time::Duration::from_secs(3), "the hook waited {:?} for libvirtd --version", r.elapsed);
+    assert!(stderr(&r.out).contains("did not finish within 1s"), "{}", stderr(&r.out));
+}
+
+/// A daemon that had a qemu hook when it started lists qemu.d on every call (libvirtd 9.0.0 ran
+/// an entry added later on the next guest start): our newer entry is fine then, no reload.
+#[test]
+fn check_daemon_with_an_older_qemu_hook_needs_no_reload() {
+    let t = fake_host("olderhook", Some(CONFIG), Some("libvirt.so.0.9000.0"));
+    let other = t.write_exec("/etc/libvirt/hooks/qemu", "#!/bin/sh\nexit 0\n");
+    let m = std::fs::symlink_metadata(&other).unwrap();
+    let born = m.created().unwrap_or_else(|_| m.modified().unwrap()).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    // The daemon started just after the other hook appeared (start = btime + ticks / CLK_TCK).
+    let btime = born.floor() as u64;
+    let ticks = ((born - born.floor()) * 100.0).ceil() as u64 + 1;
+    t.write("/run/libvirtd.pid", "4242\n");
+    t.write("/proc/4242/stat", &format!("4242 (libvirtd) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 17 0 {ticks} 0 0\n"));
+    t.write("/proc/stat", &format!("btime {btime}\n"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    install_hooks(&t);
+    // Our entries were installed (or last upgraded) well after the daemon started.
+    for sub in ["qemu.d", "daemon.d"] {
+        let p = t.path().join(format!("etc/libvirt/hooks/{sub}/virt-perf-hook"));
+        assert!(Command::new("touch").arg("-m").arg("-d").arg(format!("@{}", btime + 100)).arg(&p).status().unwrap().success());
+    }
+    let out = run_in(t.path(), &["check"], "");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("but {} was there already", other.display())), "{text}");
+    // Without it (removed since, or never there), check cannot know: it asks for a reload.
+    std::fs::remove_file(&other).unwrap();
+    let out = run_in(t.path(), &["check"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("reload it (systemctl reload libvirtd, or kill -HUP 4242)"), "{}", stdout(&out));
 }

@@ -127,14 +127,46 @@ fn input_of_100_mb_is_refused_without_reading_it_all() {
     assert!(r.written < 1 << 20, "prepare begin read {} bytes of stdin", r.written);
 }
 
+/// A test-driver domain `levels` elements deep, `<domain>` being level 1.
+fn nested_domain(levels: usize) -> String {
+    // <domain> 1, <metadata> 2, then the <a> elements down to level `levels`.
+    let a = levels - 2;
+    format!(
+        "<domain type='test'><name>deep{levels}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os><metadata>{}{}</metadata></domain>",
+        "<a>".repeat(a),
+        "</a>".repeat(a)
+    )
+}
+
+/// The depth limit is libvirt's: what `virsh define` accepts (257 levels) is rewritten, what it
+/// refuses (258) is refused. A hook that refused 257 would abort the restore of a guest libvirt
+/// itself accepts (with `"on_error": "fail"`).
+#[test]
+fn depth_limit_is_libvirts() {
+    let fail = TempDir::with_config("deep-fail", EVENTS_PINNED_FAIL);
+    let ok = nested_domain(257);
+    let r = run_bytes(fail.path(), HOOK, &[], ok.as_bytes());
+    assert_eq!(r.out.status.code(), Some(0), "257 levels: {}", stderr(&r.out));
+    assert!(stdout(&r.out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&r.out));
+    rejected_everywhere("258 levels", nested_domain(258).as_bytes(), "nested deeper than 257 levels");
+    if !have("virsh") {
+        skip!("virsh not installed (apt-get install libvirt-clients): libvirt's own limit not re-measured");
+    }
+    for (levels, accepted) in [(257, true), (258, false)] {
+        let f = fail.write(&format!("deep{levels}.xml"), &nested_domain(levels));
+        let out = Command::new("virsh").args(["-c", "test:///default", "define", f.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.success(), accepted, "virsh define of {levels} levels: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn deep_nesting_is_refused() {
     let n = 100_000;
     let xml = format!("<domain type='kvm'><name>deep</name>{}{}</domain>", "<a>".repeat(n), "</a>".repeat(n));
-    rejected_everywhere("100k levels", xml.as_bytes(), "nested deeper than 256 levels");
+    rejected_everywhere("100k levels", xml.as_bytes(), "nested deeper than 257 levels");
     // Unclosed, too: the limit is hit on the way down, not after a matching end.
     let xml = format!("<domain type='kvm'>{}", "<a>".repeat(n));
-    rejected_everywhere("100k unclosed levels", xml.as_bytes(), "nested deeper than 256 levels");
+    rejected_everywhere("100k unclosed levels", xml.as_bytes(), "nested deeper than 257 levels");
 }
 
 #[test]

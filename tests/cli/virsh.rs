@@ -27,12 +27,9 @@ fn perf_output(on: &[&str]) -> String {
     s
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A fake virsh: `list`, `version`, `dumpxml`, `perf` answered from files under its directory
-/// (domains keyed by the hex of their name, so any name works), every argv logged as `[a][b]…`.
+/// A fake virsh: `list`, `version`, `dominfo`, `domname`, `dumpxml`, `perf` answered from files
+/// under its directory (domains keyed by a UUID made from their name, looked up by ID, UUID or
+/// name as virsh does), every argv logged as `[a][b]…`.
 struct FakeVirsh {
     dir: TempDir,
 }
@@ -46,7 +43,7 @@ F='{}'
 {{ for a in "$@"; do printf '[%s]' "$a"; done; echo; }} >> "$F/log"
 if [ "$1" = -c ]; then shift 2; fi
 cmd=$1; shift
-dom=; enable=; mode=current; all=
+dom=; enable=; mode=current; all=; uuid=
 while [ $# -gt 0 ]; do
   case $1 in
     --domain) dom=$2; shift;;
@@ -54,15 +51,28 @@ while [ $# -gt 0 ]; do
     --config) mode=config;;
     --live) mode=live;;
     --all) all=1;;
+    --uuid) uuid=1;;
   esac
   shift
 done
-d="$F/dom/$(printf %s "$dom" | od -An -tx1 | tr -d ' \n')"
+# Look the domain up as virsh does: by ID, then UUID, then name.
+d=
+for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/id" 2>/dev/null)" = "$dom" ] && d=$x; done
+[ -z "$d" ] && [ -n "$dom" ] && [ -d "$F/dom/$dom" ] && d="$F/dom/$dom"
+if [ -z "$d" ]; then for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/name" 2>/dev/null)" = "$dom" ] && d=$x; done; fi
 case $cmd in
   version) cat "$F/version";;
-  list) if [ -n "$all" ]; then cat "$F/list-all"; else cat "$F/list-active"; fi;;
-  dumpxml|perf)
-    if [ -z "$dom" ] || [ ! -d "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
+  uri) cat "$F/uri";;
+  list)
+    if [ -n "$all" ]; then l="$F/list-all"; else l="$F/list-active"; fi
+    while read -r u; do
+      if [ -z "$u" ]; then continue; elif [ -n "$uuid" ]; then echo "$u"; else cat "$F/dom/$u/name"; echo; fi
+    done < "$l"
+    echo;;
+  dominfo|domname|dumpxml|perf)
+    if [ -z "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
+    if [ "$cmd" = dominfo ]; then printf 'Id:             -\nName:           %s\nUUID:           %s\n\n' "$(cat "$d/name")" "$(basename "$d")"; exit 0; fi
+    if [ "$cmd" = domname ]; then cat "$d/name"; printf '\n\n'; exit 0; fi
     if [ "$cmd" = dumpxml ]; then cat "$d/xml"; exit 0; fi
     if [ -n "$enable" ]; then
       if [ -e "$d/fail-enable" ]; then echo "error: Unable to enable/disable perf events" >&2; echo "error: boom" >&2; exit 1; fi
@@ -86,9 +96,16 @@ esac
         self.dir.path().join("virsh").to_str().unwrap().to_string()
     }
 
+    /// The UUID of the domain `name`: an FNV-1a hash of the name, so any name works.
+    fn uuid(&self, name: &str) -> String {
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("00000000-0000-4000-8000-{:012x}", h & 0xffff_ffff_ffff)
+    }
+
     /// A domain with `perf` inside its persistent XML and the given enabled events.
     fn domain(&self, name: &str, perf: &str, config_on: &[&str], live_on: &[&str]) {
-        let d = format!("dom/{}", hex(name));
+        let d = format!("dom/{}", self.uuid(name));
+        self.dir.write(&format!("{d}/name"), name);
         self.dir.write(&format!("{d}/xml"), &format!("<domain type='kvm'>\n  <name>{name}</name>\n{perf}  <devices/>\n</domain>\n"));
         self.dir.write(&format!("{d}/perf-config"), &perf_output(config_on));
         self.dir.write(&format!("{d}/perf-live"), &perf_output(live_on));
@@ -96,11 +113,17 @@ esac
     }
 
     fn fail_enable(&self, name: &str) {
-        self.dir.write(&format!("dom/{}/fail-enable", hex(name)), "");
+        self.dir.write(&format!("dom/{}/fail-enable", self.uuid(name)), "");
     }
 
+    /// Makes `name` running with domain ID `id`.
+    fn id(&self, name: &str, id: u32) {
+        self.dir.write(&format!("dom/{}/id", self.uuid(name)), &id.to_string());
+    }
+
+    /// Which domains `list --all` and `list` show (by UUID, or by name with `--name`).
     fn lists(&self, all: &[&str], active: &[&str]) {
-        let lines = |v: &[&str]| v.iter().map(|n| format!("{n}\n")).collect::<String>() + "\n";
+        let lines = |v: &[&str]| v.iter().map(|n| format!("{}\n", self.uuid(n))).collect::<String>();
         self.dir.write("list-all", &lines(all));
         self.dir.write("list-active", &lines(active));
     }
@@ -185,16 +208,20 @@ fn apply_mixed_guests_respect() {
         assert_eq!(row(&out, n), enabled_both, "{n}");
     }
     let log = f.log();
-    // Names are single argv entries right after --domain, whatever they contain.
+    // Guests are listed by UUID and every per-guest call names the UUID: a name never reaches
+    // virsh's lookup, whatever it contains.
     for n in WEIRD {
-        let want = format!("[perf][--domain][{n}][--enable][cpu_clock,page_faults][--config]");
+        let u = f.uuid(n);
+        let want = format!("[perf][--domain][{u}][--enable][cpu_clock,page_faults][--config]");
         assert!(log.contains(&want), "{want} not in log:\n{}", log.join("\n"));
-        assert!(log.contains(&format!("[dumpxml][--inactive][--domain][{n}]")), "{n}");
+        assert!(log.contains(&format!("[dumpxml][--inactive][--domain][{u}]")), "{n}");
+        assert!(log.iter().all(|l| !l.contains(&format!("[--domain][{n}]"))), "{n} was passed to virsh");
     }
-    assert!(log.iter().all(|l| !l.contains("[skip-me]")), "an excluded guest is not touched");
+    let skipped = f.uuid("skip-me");
+    assert!(log.iter().all(|l| !l.contains(&skipped) || l.starts_with("[dominfo]") || l.starts_with("[domname]")), "an excluded guest is not touched");
     assert!(log.iter().all(|l| !l.contains("[--live]")), "no --live without --live");
-    // The pinned version means no `virsh version`; --all means one `list --all --name`.
-    assert_eq!(log[0], "[list][--all][--name]");
+    // The pinned version means no `virsh version`; --all means one `list --all --uuid`.
+    assert_eq!(log[0], "[list][--all][--uuid]");
     // broken, no-perf, partial, said-no and the weird names: the loop went on past the failure.
     assert_eq!(f.enable_calls().len(), 4 + WEIRD.len());
 }
@@ -240,15 +267,48 @@ fn apply_live_touches_only_running_guests() {
     );
     assert_eq!(stdout(&out).lines().count(), 3, "a repeated name is done once");
     let calls = f.enable_calls();
+    let (running, stopped) = (f.uuid("running"), f.uuid("stopped"));
     assert_eq!(
         calls,
         vec![
-            "[perf][--domain][running][--enable][cpu_clock,page_faults][--config]",
-            "[perf][--domain][running][--enable][cpu_clock][--live]",
-            "[perf][--domain][stopped][--enable][cpu_clock,page_faults][--config]",
+            format!("[perf][--domain][{running}][--enable][cpu_clock,page_faults][--config]"),
+            format!("[perf][--domain][{running}][--enable][cpu_clock][--live]"),
+            format!("[perf][--domain][{stopped}][--enable][cpu_clock,page_faults][--config]"),
         ]
     );
-    assert!(f.log().iter().all(|l| !(l.contains("[stopped]") && l.contains("[--live]"))));
+    assert!(f.log().iter().all(|l| !(l.contains(&stopped) && l.contains("[--live]"))));
+}
+
+/// A UUID or an ID names the guest: `domains` include/exclude apply to its name, and `--live`
+/// sees that it runs (the issue: `apply <uuid>` enabled events on an excluded guest).
+#[test]
+fn apply_by_uuid_or_id_with_a_fake_virsh() {
+    let f = FakeVirsh::new("fake-uuid");
+    f.domain("skip-me", "", &[], &[]);
+    f.domain("web", "", &[], &["page_faults"]);
+    f.id("web", 7);
+    f.lists(&["skip-me", "web"], &["web"]);
+    let out = f.apply(EVENTS_CFG, &["--live", &f.uuid("skip-me"), "7", "web", &f.uuid("web")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(row(&out, "skip-me").0, "skipped", "{}", stdout(&out));
+    assert_eq!(
+        row(&out, "web"),
+        ("changed".into(), "enabled cpu_clock,page_faults (config); enabled cpu_clock (live)".into()),
+        "the same running guest three ways, done once"
+    );
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(f.enable_calls().iter().all(|l| !l.contains(&f.uuid("skip-me"))), "{:?}", f.enable_calls());
+}
+
+/// A name ending in '\r' (libvirt accepts `<name>x&#13;</name>`) comes through `--all` whole.
+#[test]
+fn apply_all_with_a_carriage_return_in_a_name() {
+    let f = FakeVirsh::new("fake-cr");
+    f.domain("cr\r", "", &[], &[]);
+    f.lists(&["cr\r"], &[]);
+    let out = f.apply(EVENTS_CFG, &["--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()));
 }
 
 #[test]
@@ -301,9 +361,9 @@ fn define_wrapper(dir: &TempDir, name: &str) -> String {
 [ "$1" = -c ] || {{ echo "wrapper: expected -c URI first" >&2; exit 99; }}
 uri=$2; shift 2
 for f in "$@"; do :; done
-cp "$f" '{d}/received.xml'; stat -c %a "$f" > '{d}/mode'
+cat "$f" > '{d}/received.xml'
 printf '[%s]' "$@" > '{d}/argv'
-exec virsh -c "$uri" "$*; dumpxml {name}"
+exec virsh -c "$uri" "$*; dumpxml {name}" < '{d}/received.xml'
 "#
     );
     dir.write_exec("virsh-wrapper", &script).to_str().unwrap().to_string()
@@ -327,15 +387,56 @@ fn define_adds_events_on_the_test_driver() {
     let out = run_with(root.path(), &["-v", "define", "--connect", "test:///default", "--validate", f.to_str().unwrap()], "", &env);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let dumped = stdout(&out);
-    assert!(dumped.contains("Domain 'vph-define-1' defined from"), "virsh's stdout passes through: {dumped}");
+    // virsh read /dev/stdin; the message names the user's file, not a (deleted) temp file.
+    assert!(dumped.contains(&format!("Domain 'vph-define-1' defined from {}\n", f.display())), "virsh's stdout passes through: {dumped}");
     assert!(dumped.contains("<event name='page_faults' enabled='yes'/>"), "{dumped}");
     assert!(dumped.contains("<event name='cpu_clock' enabled='no'/>"), "existing: respect: {dumped}");
     assert!(stderr(&out).contains("added page_faults"), "logged: {}", stderr(&out));
     let argv = std::fs::read_to_string(root.path().join("argv")).unwrap();
-    assert!(argv.starts_with("[define][--validate][--file]["), "{argv}");
-    assert_eq!(std::fs::read_to_string(root.path().join("mode")).unwrap().trim(), "600");
+    assert_eq!(argv, "[define][--validate][--file][/dev/stdin]");
     assert!(std::fs::read_to_string(root.path().join("received.xml")).unwrap().contains("page_faults"));
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "temp file removed");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a file was left in TMPDIR");
+}
+
+/// The XML reaches virsh through nothing another user can replace. With a world-writable,
+/// non-sticky TMPDIR, a file there could be renamed over between the write and `virsh define`
+/// (root would then define the attacker's domain). This fake virsh tries exactly that on
+/// whatever file it is given, before reading it.
+#[test]
+fn define_hands_the_xml_to_virsh_on_stdin() {
+    let root = TempDir::with_config("define-swap", EVENTS_CFG);
+    let tmp = TempDir::new("define-swap-tmp");
+    set_mode(tmp.path(), 0o777);
+    let d = root.path().display();
+    let t = tmp.path().display();
+    let fake = root.write_exec(
+        "virsh",
+        &format!(
+            r#"#!/bin/sh
+for f in "$@"; do :; done
+if [ "$f" != /dev/stdin ] && [ -e "$f" ]; then
+  printf '<domain><name>evil</name></domain>' > '{t}/evil.xml' && mv -f '{t}/evil.xml' "$f"
+fi
+cat "$f" > '{d}/received.xml'
+echo "Domain 'guest' defined from $f"
+"#
+        ),
+    );
+    let input = root.write("guest.xml", DOMAIN);
+    let fake = fake.to_str().unwrap();
+    for tmpdir in [tmp.path().to_str().unwrap(), "/nonexistent", ""] {
+        let env = [("VIRSH", fake), ("TMPDIR", tmpdir)];
+        let out = run_with(root.path(), &["define", input.to_str().unwrap()], "", &env);
+        assert_eq!(out.status.code(), Some(0), "TMPDIR={tmpdir:?}: {}", stderr(&out));
+        let got = std::fs::read_to_string(root.path().join("received.xml")).unwrap();
+        assert!(got.contains("<event name='page_faults' enabled='yes'/>") && !got.contains("evil"), "TMPDIR={tmpdir:?}: {got}");
+        assert_eq!(stdout(&out), format!("Domain 'guest' defined from {}\n", input.display()), "TMPDIR={tmpdir:?}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "a file was created in TMPDIR");
+    }
+    // From stdin, the message says '-'.
+    let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", fake)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Domain 'guest' defined from -\n");
 }
 
 #[test]
@@ -380,6 +481,10 @@ fn define_passes_virsh_errors_through() {
     let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", fake.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).starts_with("error: pretend failure\n"), "{}", stderr(&out));
+    // A virsh that exits without reading a large document: an EPIPE, not death by SIGPIPE.
+    let big = DOMAIN.replace("</domain>", &format!("<!--{}--></domain>", "x".repeat(4 << 20)));
+    let out = run_with(root.path(), &["define", "-"], &big, &[("VIRSH", fake.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(3), "{:?} {}", out.status, stderr(&out));
     // Our own errors come before virsh runs: bad XML is exit 4 and virsh is never called.
     let out = run_with(root.path(), &["define", "-"], "<vm/>", &[("VIRSH", fake.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(4));
@@ -402,7 +507,7 @@ pub fn real_libvirtd_checks(uri: &str) {
     let cfg = cfg.to_str().unwrap();
     // No -q: `virsh -q perf` prints nothing at all.
     let virsh = |args: &[&str]| Command::new("virsh").args(["-c", uri]).args(args).output().unwrap();
-    let names = ["vph-apply-defined", "vph-apply-none", "vph-apply-partial", "vph-apply-said-no", "vph-apply-excluded"];
+    let names = ["vph-apply-defined", "vph-apply-none", "vph-apply-partial", "vph-apply-said-no", "vph-apply-excluded", "vph-apply-cr\r"];
     struct Cleanup<'a>(&'a str, &'a [&'a str]);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
@@ -427,15 +532,21 @@ pub fn real_libvirtd_checks(uri: &str) {
             .collect()
     };
 
-    // 1. The define wrapper.
-    let out = run_in(root.path(), &["--config", cfg, "define", "--connect", uri, "-"], &template(names[0], ""));
+    // 1. The define wrapper, with a hostile TMPDIR (world-writable, not sticky): the XML goes to
+    // virsh on its stdin, nothing is written there.
+    let tmp = TempDir::new("libvirtd-tmp");
+    set_mode(tmp.path(), 0o777);
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let out = run_with(root.path(), &["--config", cfg, "define", "--connect", uri, "-"], &template(names[0], ""), &env);
     assert_eq!(out.status.code(), Some(0), "define: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).trim_end(), format!("Domain '{}' defined from -", names[0]));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "define wrote into TMPDIR");
     let dumped = stdout(&virsh(&["dumpxml", "--inactive", "--domain", names[0]]));
     for ev in ["page_faults", "cpu_clock"] {
         assert!(dumped.contains(&format!("<event name='{ev}' enabled='yes'/>")), "{ev} missing:\n{dumped}");
     }
 
-    // 2. Guests defined behind the tool's back.
+    // 2. Guests defined behind the tool's back, one with a name ending in a carriage return.
     let perf = |evs: &[(&str, &str)]| {
         let e: String = evs.iter().map(|(n, s)| format!("<event name='{n}' enabled='{s}'/>")).collect();
         format!("<perf>{e}</perf>")
@@ -445,15 +556,16 @@ pub fn real_libvirtd_checks(uri: &str) {
         (names[2], perf(&[("page_faults", "yes")])),
         (names[3], perf(&[("cpu_clock", "no")])),
         (names[4], String::new()),
+        ("vph-apply-cr&#13;", String::new()),
     ] {
-        let f = root.write(&format!("{name}.xml"), &template(name, &p));
+        let f = root.write(&format!("{}.xml", name.replace('&', "_")), &template(name, &p));
         let out = virsh(&["define", "--file", f.to_str().unwrap()]);
         assert!(out.status.success(), "virsh define {name}: {}", stderr(&out));
     }
     let apply = |extra: &[&str]| {
         let mut args = vec!["--config", cfg, "apply", "--connect", uri, "--live"];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&names);
+        args.extend_from_slice(&names[..5]);
         run_in(root.path(), &args, "")
     };
 
@@ -489,6 +601,26 @@ pub fn real_libvirtd_checks(uri: &str) {
     for n in &names[..4] {
         assert_eq!(row(&out, n).0, "ok", "{}", stdout(&out));
     }
+
+    // 6. By UUID, the excluded guest is still excluded (its name decides).
+    let uuid = stdout(&virsh(&["domuuid", "--domain", names[4]])).trim().to_string();
+    let out = run_in(root.path(), &["--config", cfg, "apply", "--connect", uri, &uuid], "");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, names[4]).0, "skipped", "{}", stdout(&out));
+    assert!(on(names[4]).is_empty(), "excluded guest given by UUID was changed");
+
+    // 7. --all, restricted to this test's guests: the name ending in '\r' works like any other.
+    let only_ours = root.write(
+        "only-ours.json",
+        r#"{"enabled_perf_events": ["page_faults", "cpu_clock"], "libvirt_version": "9.0.0", "host_probe": false,
+            "domains": {"include": ["vph-apply-*"], "exclude": ["vph-apply-excluded"]}}"#,
+    );
+    let out = run_in(root.path(), &["--config", only_ours.to_str().unwrap(), "apply", "--connect", uri, "--all"], "");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "vph-apply-cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
+    let mut cr = on(names[5]);
+    cr.sort();
+    assert_eq!(cr, vec!["cpu_clock", "page_faults"]);
 }
 
 /// A host part in the URI means another host: nothing probed or cached here applies to it.
@@ -540,4 +672,151 @@ fn define_remote_keeps_only_software_events() {
     assert!(!got.contains("cpu_cycles"), "{got}");
     assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
     assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+}
+
+/// UUID of the running guest 'test' (ID 1) of `test:///default`.
+const TEST_UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+
+/// A target given as a UUID or a domain ID is the guest it names: the include/exclude rules
+/// apply to its real name, and `--live` knows it is running.
+#[test]
+fn apply_by_uuid_or_id_is_the_named_guest() {
+    if !have("virsh") {
+        skip!("virsh not installed (apt-get install libvirt-clients)");
+    }
+    let excluded = TempDir::with_config("apply-id-excl", &EVENTS_CFG.replace("skip-*", "test"));
+    let included = TempDir::with_config("apply-id", EVENTS_CFG);
+    for target in ["1", TEST_UUID, "test"] {
+        let args = ["apply", "--connect", "test:///default", "--live", "--dry-run", target];
+        let out = run_in(excluded.path(), &args, "");
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        let (res, detail) = row(&out, "test");
+        assert_eq!(res, "skipped", "{target}: an excluded guest was not skipped: {detail}");
+
+        let out = run_in(included.path(), &args, "");
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        assert_eq!(row(&out, "test"), ("would change".into(), "would enable cpu_clock,page_faults (config+live)".into()), "{target}");
+    }
+    // The same guest three ways is one row.
+    let out = run_in(included.path(), &["apply", "--connect", "test:///default", "--dry-run", "1", TEST_UUID, "test"], "");
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+}
+
+/// Any name libvirt lists works, including one ending in a carriage return (libvirt accepts
+/// `<name>x&#13;</name>`), and a name that reads as another guest's ID.
+#[test]
+fn apply_all_handles_any_name_libvirt_lists() {
+    if !have("virsh") {
+        skip!("virsh not installed (apt-get install libvirt-clients)");
+    }
+    let root = TempDir::with_config("apply-cr", EVENTS_CFG);
+    // A test-driver host of its own: both guests run, 'cr\r' with ID 1 and '1' with ID 2.
+    let node = root.write(
+        "node.xml",
+        "<node>\n  <domain type='test'><name>cr&#13;</name><uuid>11111111-2222-4333-8444-555555555501</uuid>\
+         <memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n  \
+         <domain type='test'><name>1</name><uuid>11111111-2222-4333-8444-555555555502</uuid>\
+         <memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n</node>\n",
+    );
+    let uri = format!("test://{}", node.display());
+    let out = run_in(root.path(), &["apply", "--connect", &uri, "--all"], "");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
+    assert_eq!(row(&out, "1").0, "changed", "{}", stdout(&out));
+}
+
+/// Local or remote is decided from the URI virsh will really use: --connect, else
+/// $VIRSH_DEFAULT_CONNECT_URI, else $LIBVIRT_DEFAULT_URI, else uri_default in libvirt.conf (an
+/// alias is resolved with `virsh uri`). A remote default used to be planned with this host's
+/// probe and cache.
+#[test]
+fn default_uri_decides_local_or_remote() {
+    let f = FakeVirsh::new("fake-defuri");
+    f.domain("vm", "", &[], &[]);
+    f.dir.write("uri", "qemu:///system\n\n");
+    let cfg = r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#;
+    let remote = "qemu+ssh://host2/system";
+    let cases: &[(&str, &[&str], &[(&str, &str)], Option<&str>, bool)] = &[
+        ("LIBVIRT_DEFAULT_URI", &[], &[("LIBVIRT_DEFAULT_URI", remote)], None, true),
+        ("VIRSH_DEFAULT_CONNECT_URI wins", &[], &[("VIRSH_DEFAULT_CONNECT_URI", remote), ("LIBVIRT_DEFAULT_URI", "qemu:///system")], None, true),
+        ("VIRSH_DEFAULT_CONNECT_URI local", &[], &[("VIRSH_DEFAULT_CONNECT_URI", "qemu:///system"), ("LIBVIRT_DEFAULT_URI", remote)], None, false),
+        ("empty VIRSH_DEFAULT_CONNECT_URI", &[], &[("VIRSH_DEFAULT_CONNECT_URI", ""), ("LIBVIRT_DEFAULT_URI", remote)], None, true),
+        ("libvirt.conf", &[], &[], Some(remote), true),
+        ("env over libvirt.conf", &[], &[("LIBVIRT_DEFAULT_URI", "qemu:///system")], Some(remote), false),
+        ("--connect wins", &["--connect", "qemu:///system"], &[("LIBVIRT_DEFAULT_URI", remote)], None, false),
+        ("alias resolved by virsh uri", &["--connect", "myalias"], &[], None, false),
+        ("nothing: libvirt probes local drivers", &[], &[], None, false),
+    ];
+    for (what, flags, env, conf, is_remote) in cases {
+        let root = TempDir::with_config("defuri", cfg);
+        root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0", "");
+        root.write("/proc/sys/kernel/random/boot_id", "6f1c1d1e-0000-4000-8000-000000000001\n");
+        if let Some(uri) = conf {
+            // Root reads /etc/libvirt/libvirt.conf, others $XDG_CONFIG_HOME/libvirt/libvirt.conf.
+            let text = format!("# uri_default = \"test:///default\"\nuri_default = \"{uri}\"\n");
+            root.write("/etc/libvirt/libvirt.conf", &text);
+            root.write("/xdg/libvirt/libvirt.conf", &text);
+        }
+        let xdg = root.path().join("xdg");
+        let bin = f.bin();
+        let mut all_env: Vec<(&str, &str)> = vec![("VIRSH", &bin), ("XDG_CONFIG_HOME", xdg.to_str().unwrap())];
+        all_env.extend_from_slice(env);
+        let mut args = vec!["apply"];
+        args.extend_from_slice(flags);
+        args.push("vm");
+        let out = run_with(root.path(), &args, "", &all_env);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        if *is_remote {
+            assert!(err.contains("not enabling cpu_cycles: cannot probe the remote host"), "{what}: {err}");
+            assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "{what}: the local cache was used");
+        } else {
+            assert!(err.contains("not enabling cpu_cycles: the host cannot open it"), "{what}: {err}");
+        }
+        assert_eq!(row(&out, "vm").0, "changed", "{what}");
+    }
+    // define too.
+    let root = TempDir::with_config("defuri-define", cfg);
+    let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", &f.bin()), ("LIBVIRT_DEFAULT_URI", remote)]);
+    assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
+    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+}
+
+/// A virsh that succeeds but prints no version is not "virsh exited with status 0".
+#[test]
+fn unparsable_version_output_is_named() {
+    let f = FakeVirsh::new("fake-badver");
+    f.domain("vm", "", &[], &[]);
+    f.dir.write("version", "something else entirely\n");
+    let root = TempDir::with_config("badver", r#"{"enabled_perf_events": ["page_faults"], "host_probe": false}"#);
+    let out = run_with(root.path(), &["apply", "--connect", "qemu+ssh://h/system", "vm"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("status 0"), "{err}");
+    assert!(err.contains("printed no libvirt version"), "{err}");
+}
+
+/// `-c` is --config (as everywhere in this tool): `apply -c qemu:///system` reads a config file
+/// named `qemu:///system`. The error says so; `-C` is the short form of --connect.
+#[test]
+fn dash_c_with_a_uri_is_explained() {
+    let root = TempDir::with_config("dash-c", EVENTS_CFG);
+    let out = run_in(root.path(), &["apply", "-c", "qemu:///system", "--all"], "");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("config qemu:///system: not found"), "{err}");
+    assert!(err.contains("looks like a libvirt URI: -c is --config, use --connect URI (or -C URI)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A plain missing file says nothing about URIs.
+    let out = run_in(root.path(), &["-c", "/nonexistent.json", "apply", "--all"], "");
+    assert!(!stderr(&out).contains("URI"), "{}", stderr(&out));
+
+    let f = FakeVirsh::new("fake-dash-cap-c");
+    f.domain("vm", "", &[], &[]);
+    f.lists(&["vm"], &[]);
+    let out = run_with(root.path(), &["apply", "-C", "test:///default", "--all"], "", &[("VIRSH", &f.bin())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.log().iter().all(|l| l.starts_with("[-c][test:///default]")), "{:?}", f.log());
+    let help = stdout(&run_in(root.path(), &["--help"], ""));
+    assert!(help.contains("define [-C|--connect URI]") && help.contains("apply [-C|--connect URI]"), "{help}");
 }
