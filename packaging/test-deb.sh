@@ -31,13 +31,13 @@ entries="/etc/libvirt/hooks/qemu.d/virt-perf-hook /etc/libvirt/hooks/daemon.d/vi
 if dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null | grep -qv '^not-installed$'; then
     skip "virt-perf-hook is already installed here; not touching it"
 fi
-for f in /usr/bin/virt-perf-hook /etc/virt-perf-hook $entries; do
+for f in /usr/bin/virt-perf-hook /etc/virt-perf-hook $entries /var/cache/libvirt/virt-perf-hook /var/cache/virt-perf-hook; do
     if [ -e "$f" ] || [ -L "$f" ]; then skip "$f exists (a manual install or another test); not touching it"; fi
 done
 # dpkg removes the package's directories qemu.d/ and daemon.d/ on remove when they are empty, even
 # if they were there before; cleanup puts them back.
 dirs_before=""
-for d in /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
+for d in /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d /var/cache/libvirt; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
 
 scratch=$(mktemp -d)
 cleanup() {
@@ -46,8 +46,10 @@ cleanup() {
         dpkg -P virt-perf-hook >/dev/null 2>&1 || echo "$name: cleanup: dpkg -P failed" >&2
     fi
     rm -rf "$scratch"
-    # Give back the (empty) hook directories that were here before.
+    # Give back the (empty) hook directories that were here before; drop libvirt's cache dir if
+    # the package created it (postinst does when libvirt is not installed).
     for d in $dirs_before; do [ -d "$d" ] || install -d -m 0755 "$d"; done
+    case " $dirs_before " in *" /var/cache/libvirt "*) ;; *) rmdir /var/cache/libvirt 2>/dev/null ;; esac
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
@@ -86,7 +88,7 @@ done
 same "$(mode /etc/virt-perf-hook/config.json)" "644 root:root" "config 0644 root:root"
 same "$(cat /var/lib/dpkg/info/virt-perf-hook.conffiles 2>/dev/null)" "/etc/virt-perf-hook/config.json" \
     "config.json is the only conffile"
-same "$(mode /var/cache/virt-perf-hook)" "700 root:root" "cache dir 0700 root:root"
+same "$(mode /var/cache/libvirt/virt-perf-hook)" "700 root:root" "cache dir /var/cache/libvirt/virt-perf-hook 0700 root:root"
 check "copyright and changelog.Debian.gz installed" \
     test -f /usr/share/doc/virt-perf-hook/copyright -a -f /usr/share/doc/virt-perf-hook/changelog.Debian.gz
 man=/usr/share/man/man1/virt-perf-hook.1.gz
@@ -152,7 +154,7 @@ check "dpkg -P succeeds" dpkg -P virt-perf-hook
 same "$(dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null || echo not-installed)" "not-installed" \
     "dpkg -P: not installed"
 check "/etc/virt-perf-hook gone after purge" test ! -e /etc/virt-perf-hook
-check "cache dir gone after purge" test ! -e /var/cache/virt-perf-hook
+check "cache dir gone after purge" test ! -e /var/cache/libvirt/virt-perf-hook
 check "man page gone" test ! -e "$man"
 
 finish

@@ -30,7 +30,7 @@ drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d
 -rw-r--r-- root:root /usr/share/doc/virt-perf-hook/README.md
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/copyright
 -rw-r--r-- root:root /usr/share/man/man1/virt-perf-hook.1.gz
-drwx------ root:root /var/cache/virt-perf-hook"
+drwx------ root:root /var/cache/libvirt/virt-perf-hook"
 same "$files" "$want" "file list, modes and owners"
 
 # The hook entries resolve to the shipped scripts (relative links, Fedora's convention).
@@ -47,7 +47,8 @@ same "$flags" "cn" "config.json is %config(noreplace)"
 scripts=$(rpm -qp --scripts "$rpm")
 echo "$scripts"
 has "$scripts" '/usr/lib/virt-perf-hook/post-install "$mode" || :' "%post runs post-install (refresh, reload) and cannot fail"
-has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%postun removes the cache on erase"
+has "$scripts" 'rm -rf /var/cache/libvirt/virt-perf-hook' "%postun removes the cache on erase"
+has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%post removes the cache of 0.1.0 (/var/cache/virt-perf-hook)"
 
 has "$(rpm -qp --recommends "$rpm")" "libvirt-daemon" "Recommends: libvirt-daemon"
 requires=$(rpm -qpR "$rpm")

@@ -16,7 +16,7 @@ const URI: &str = "qemu:///system";
 const GUEST: &str = "vph-e2e-t1";
 const QEMU_D: &str = "/etc/libvirt/hooks/qemu.d";
 const DAEMON_D: &str = "/etc/libvirt/hooks/daemon.d";
-const CACHE_DIR: &str = "/var/cache/virt-perf-hook";
+const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
 
 fn virsh(args: &[&str]) -> Output {
     Command::new("virsh").args(["-q", "-c", URI]).args(args).output().unwrap()

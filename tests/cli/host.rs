@@ -40,7 +40,7 @@ fn event<'a>(rows: &'a Value, name: &str) -> &'a Value {
 }
 
 fn state(root: &Path) -> Value {
-    let text = std::fs::read_to_string(root.join("var/cache/virt-perf-hook/state.json")).unwrap();
+    let text = std::fs::read_to_string(root.join("var/cache/libvirt/virt-perf-hook/state.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -72,7 +72,7 @@ fn version_from_library_file_is_reported_and_cached() {
     assert_eq!(s["version"]["version"], "9.0.0");
     assert_eq!(s["version"]["source"], "library");
     assert_eq!(check_json(t.path()).1["cache"]["state"], "fresh");
-    let mode = std::fs::metadata(t.path().join("var/cache/virt-perf-hook")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(t.path().join("var/cache/libvirt/virt-perf-hook")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
 
@@ -165,7 +165,7 @@ fn concurrent_refreshes_leave_one_valid_file() {
     let s = state(t.path());
     assert_eq!(s["version"]["version"], "9.0.0");
     assert_eq!(s["probe"]["results"].as_object().unwrap().len(), 22);
-    let names: Vec<String> = std::fs::read_dir(t.path().join("var/cache/virt-perf-hook"))
+    let names: Vec<String> = std::fs::read_dir(t.path().join("var/cache/libvirt/virt-perf-hook"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -175,13 +175,13 @@ fn concurrent_refreshes_leave_one_valid_file() {
 #[test]
 fn corrupt_or_symlinked_cache_is_replaced() {
     let t = fake_host("corrupt", Some(CONFIG), Some("libvirt.so.0.9000.0"));
-    t.write("/var/cache/virt-perf-hook/state.json", "{\"format\": 1, \"vers");
+    t.write("/var/cache/libvirt/virt-perf-hook/state.json", "{\"format\": 1, \"vers");
     let (_, c) = check_json(t.path());
     assert_eq!(c["cache"]["state"], "ignored", "{c}");
     assert_eq!(state(t.path())["version"]["version"], "9.0.0");
 
     let target = t.write("/precious", "keep me");
-    let f = t.path().join("var/cache/virt-perf-hook/state.json");
+    let f = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
     std::fs::remove_file(&f).unwrap();
     std::os::unix::fs::symlink(&target, &f).unwrap();
     let (_, c) = check_json(t.path());
@@ -194,7 +194,7 @@ fn corrupt_or_symlinked_cache_is_replaced() {
 fn unwritable_cache_still_works() {
     let t = fake_host("unwritable", Some(CONFIG), Some("libvirt.so.0.9000.0"));
     // A file where the cache directory belongs: unwritable even for root.
-    t.write("/var/cache/virt-perf-hook", "");
+    t.write("/var/cache/libvirt/virt-perf-hook", "");
     let out = run_in(t.path(), &["filter"], DOMAIN);
     assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("not caching host state").count(), 1, "{}", stderr(&out));
@@ -348,10 +348,10 @@ fn another_boot_reprobes() {
 /// hook add an event the host cannot open, and the guest would fail to start.
 #[test]
 fn untrusted_cache_is_ignored_and_not_written() {
-    for (what, mode_of) in [("dir 0777", "var/cache/virt-perf-hook"), ("state.json 0666", "var/cache/virt-perf-hook/state.json")] {
+    for (what, mode_of) in [("dir 0777", "var/cache/libvirt/virt-perf-hook"), ("state.json 0666", "var/cache/libvirt/virt-perf-hook/state.json")] {
         let t = fake_host("untrusted", Some(r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#), Some("libvirt.so.0.9000.0"));
         assert!(run_in(t.path(), &["refresh"], "").status.success());
-        let f = t.path().join("var/cache/virt-perf-hook/state.json");
+        let f = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
         let mut s = state(t.path());
         s["probe"]["results"]["cpu_cycles"] = Value::Null;
         std::fs::write(&f, serde_json::to_string(&s).unwrap()).unwrap();
