@@ -9,6 +9,7 @@
 //! - [`hook`]: the libvirt qemu/daemon hook protocol;
 //! - [`virsh`]: the `define`/`apply` commands that talk to libvirt through virsh;
 //! - [`report`]: the `events` and `check` commands;
+//! - [`mac`]: whether AppArmor and SELinux let libvirt run the hooks (for `check`);
 //! - [`cli`]: argument parsing and dispatch.
 
 pub mod cache;
@@ -22,6 +23,7 @@ pub mod fsutil;
 pub mod hook;
 pub mod host;
 pub mod logging;
+pub mod mac;
 pub mod paths;
 pub mod probe;
 pub mod report;

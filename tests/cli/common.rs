@@ -88,6 +88,9 @@ pub fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Where the packages install the binary.
+pub const INSTALLED_BIN: &str = "/usr/bin/virt-perf-hook";
+
 /// The shipped hook entry `src_rel` (e.g. `hooks/qemu.d/virt-perf-hook`) written to `dest`
 /// (parents created, mode 0755) with every `/usr/bin/virt-perf-hook` in it replaced by
 /// `command`, except in the `[ -x … ]` test, which gets `command`'s first word (the program).
