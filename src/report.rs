@@ -237,7 +237,7 @@ fn check_hooks(paths: &Paths, items: &mut Items) -> Option<f64> {
                 let why = if e.kind() == std::io::ErrorKind::NotFound { "missing".to_string() } else { e.to_string() };
                 items.problem(
                     "hook",
-                    format!("hook {}: {why} (install the package's hooks/{sub}/virt-perf-hook there, mode 0755)", path.display()),
+                    format!("hook {}: {why} (reinstall the package, or: ln -sfn /usr/bin/virt-perf-hook {})", path.display(), path.display()),
                 );
                 newest = None;
             }
