@@ -68,11 +68,17 @@ if command -v strip >/dev/null 2>&1; then
 else
     say "strip not found (binutils); the binary keeps its symbols"
 fi
+# The libvirt hook entries: package-owned symlinks straight to the binary, as in hooks/. libvirt's
+# AppArmor profile and SELinux policy judge the file a link resolves to; /usr/bin/* is what both let
+# the daemon execute (README "Mandatory access control"). Removing the package removes them.
 for kind in qemu daemon; do
-    install -D -m 0755 "$top/hooks/$kind.d/virt-perf-hook" "$stage/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook"
-    # The libvirt hook entry: a package-owned symlink, removed on package removal (see deb/postinst).
+    entry="$top/hooks/$kind.d/virt-perf-hook"
+    if [ "$(readlink "$entry" 2>/dev/null)" != /usr/bin/virt-perf-hook ]; then
+        say "$entry should be a symlink to /usr/bin/virt-perf-hook (git config core.symlinks true)"
+        exit 1
+    fi
     mkdir -p "$stage/etc/libvirt/hooks/$kind.d"
-    ln -s "/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" "$stage/etc/libvirt/hooks/$kind.d/virt-perf-hook"
+    cp -P "$entry" "$stage/etc/libvirt/hooks/$kind.d/virt-perf-hook"
 done
 install -D -m 0755 "$here/post-install" "$stage/usr/lib/virt-perf-hook/post-install"
 install -D -m 0644 "$here/config.json" "$stage/etc/virt-perf-hook/config.json"

@@ -31,13 +31,13 @@ entries="/etc/libvirt/hooks/qemu.d/virt-perf-hook /etc/libvirt/hooks/daemon.d/vi
 if dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null | grep -qv '^not-installed$'; then
     skip "virt-perf-hook is already installed here; not touching it"
 fi
-for f in /usr/bin/virt-perf-hook /etc/virt-perf-hook $entries; do
+for f in /usr/bin/virt-perf-hook /etc/virt-perf-hook $entries /var/cache/libvirt/virt-perf-hook /var/cache/virt-perf-hook; do
     if [ -e "$f" ] || [ -L "$f" ]; then skip "$f exists (a manual install or another test); not touching it"; fi
 done
 # dpkg removes the package's directories qemu.d/ and daemon.d/ on remove when they are empty, even
 # if they were there before; cleanup puts them back.
 dirs_before=""
-for d in /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
+for d in /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d /var/cache/libvirt; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
 
 scratch=$(mktemp -d)
 cleanup() {
@@ -46,8 +46,10 @@ cleanup() {
         dpkg -P virt-perf-hook >/dev/null 2>&1 || echo "$name: cleanup: dpkg -P failed" >&2
     fi
     rm -rf "$scratch"
-    # Give back the (empty) hook directories that were here before.
+    # Give back the (empty) hook directories that were here before; drop libvirt's cache dir if
+    # the package created it (postinst does when libvirt is not installed).
     for d in $dirs_before; do [ -d "$d" ] || install -d -m 0755 "$d"; done
+    case " $dirs_before " in *" /var/cache/libvirt "*) ;; *) rmdir /var/cache/libvirt 2>/dev/null ;; esac
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
@@ -75,18 +77,44 @@ if ! dpkg -i --force-confdef --force-confold "$deb"; then
 fi
 same "$(status)" "install ok installed" "dpkg -i: installed"
 same "$(mode /usr/bin/virt-perf-hook)" "755 root:root" "binary /usr/bin/virt-perf-hook 0755 root:root"
+# The hook entries: package-owned symlinks straight to the binary, which the libvirt daemon's
+# AppArmor profile and SELinux policy let it execute (README "Mandatory access control").
 for kind in qemu daemon; do
     entry=/etc/libvirt/hooks/$kind.d/virt-perf-hook
-    same "$(readlink "$entry")" "/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" "$entry is the package's symlink"
-    same "$(stat -L -c '%a %U:%G' "$entry" 2>/dev/null)" "755 root:root" "$entry resolves to a 0755 root:root script"
+    same "$(readlink "$entry")" /usr/bin/virt-perf-hook "$entry is a symlink to /usr/bin/virt-perf-hook"
+    same "$(readlink "$entry")" "$(readlink "$top/hooks/$kind.d/virt-perf-hook")" "$entry is hooks/$kind.d/virt-perf-hook"
+    same "$(readlink -f "$entry")" /usr/bin/virt-perf-hook "$entry resolves to /usr/bin/virt-perf-hook"
+    check "$entry resolves to an executable file" test -x "$entry" -a -f "$entry"
     same "$(dpkg -S "$entry" 2>/dev/null)" "virt-perf-hook: $entry" "dpkg owns $entry"
-    cmp -s "$entry" "$top/hooks/$kind.d/virt-perf-hook" && echo "ok   $entry is hooks/$kind.d/virt-perf-hook" ||
-        fail "$entry differs from hooks/$kind.d/virt-perf-hook"
 done
+# The installed entries against this machine's libvirtd AppArmor profile, with check's own
+# matcher: a scratch root holds them, the binary, a copy of /etc/apparmor.d and a fake kernel
+# list naming the profile as enforced (AppArmor may not be enabled on this kernel).
+profile=/etc/apparmor.d/usr.sbin.libvirtd
+if [ -f "$profile" ]; then
+    fake="$scratch/aa-root"
+    mkdir -p "$fake/etc" "$fake/usr/bin" "$fake/sys/kernel/security/apparmor"
+    cp -a /etc/apparmor.d "$fake/etc/"
+    cp /usr/bin/virt-perf-hook "$fake/usr/bin/"
+    for kind in qemu daemon; do
+        mkdir -p "$fake/etc/libvirt/hooks/$kind.d"
+        cp -P "/etc/libvirt/hooks/$kind.d/virt-perf-hook" "$fake/etc/libvirt/hooks/$kind.d/"
+    done
+    aa_name=$(sed -n 's/^ *profile \([^ ]*libvirtd[^ ]*\) .*/\1/p' "$profile" | head -n 1)
+    echo "${aa_name:-/usr/sbin/libvirtd} (enforce)" >"$fake/sys/kernel/security/apparmor/profiles"
+    aa=$(env -u VIRT_PERF_HOOK_CONFIG VIRT_PERF_HOOK_ROOT="$fake" /usr/bin/virt-perf-hook check 2>/dev/null | grep AppArmor)
+    printf '%s\n' "$aa" | sed 's/^/    check (profile enforced): /'
+    same "$(printf '%s\n' "$aa" | grep -c '^ok .*lets libvirt run hook /etc/libvirt/hooks/.* -> /usr/bin/virt-perf-hook')" 2 \
+        "$profile, enforced, lets libvirt run both hook entries"
+elif [ "${VPH_NO_SKIP:-}" = 1 ]; then
+    fail "$profile missing (libvirt-daemon-system installs it)"
+else
+    note "no $profile (libvirt-daemon-system): the AppArmor check of the entries does not run"
+fi
 same "$(mode /etc/virt-perf-hook/config.json)" "644 root:root" "config 0644 root:root"
 same "$(cat /var/lib/dpkg/info/virt-perf-hook.conffiles 2>/dev/null)" "/etc/virt-perf-hook/config.json" \
     "config.json is the only conffile"
-same "$(mode /var/cache/virt-perf-hook)" "700 root:root" "cache dir 0700 root:root"
+same "$(mode /var/cache/libvirt/virt-perf-hook)" "700 root:root" "cache dir /var/cache/libvirt/virt-perf-hook 0700 root:root"
 check "copyright and changelog.Debian.gz installed" \
     test -f /usr/share/doc/virt-perf-hook/copyright -a -f /usr/share/doc/virt-perf-hook/changelog.Debian.gz
 man=/usr/share/man/man1/virt-perf-hook.1.gz
@@ -101,6 +129,12 @@ has "$(vph --version)" "virt-perf-hook " "virt-perf-hook --version"
 out=$(vph check 2>&1); rc=$?
 printf '%s\n' "$out" | sed 's/^/    check: /'
 check "virt-perf-hook check runs (exit $rc) and prints something" test -n "$out" -a "$rc" -lt 126
+# It reports the mandatory access control state, whatever it is here.
+has "$out" "AppArmor" "check reports on AppArmor"
+has "$out" "SELinux" "check reports on SELinux"
+if [ ! -e /sys/kernel/security/apparmor/profiles ]; then
+    has "$out" "note     AppArmor is not in force here" "check notes that AppArmor is not in force on this kernel"
+fi
 
 xml='<domain type="kvm">
   <name>pkg-test</name>
@@ -152,7 +186,47 @@ check "dpkg -P succeeds" dpkg -P virt-perf-hook
 same "$(dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null || echo not-installed)" "not-installed" \
     "dpkg -P: not installed"
 check "/etc/virt-perf-hook gone after purge" test ! -e /etc/virt-perf-hook
-check "cache dir gone after purge" test ! -e /var/cache/virt-perf-hook
+check "cache dir gone after purge" test ! -e /var/cache/libvirt/virt-perf-hook
 check "man page gone" test ! -e "$man"
+
+# --- upgrade from the 0.1.0 layout ----------------------------------------------------------
+# 0.1.0 linked the entries to shell scripts in /usr/lib/virt-perf-hook/hooks/ (which AppArmor's
+# libvirtd profile does not let the daemon execute) and kept its cache in /var/cache/virt-perf-hook.
+# A package of that shape (version 0.0.9) upgraded to this one leaves the new layout in place.
+old="$scratch/old"
+mkdir -p "$old/DEBIAN"
+for kind in qemu daemon; do
+    mkdir -p "$old/usr/lib/virt-perf-hook/hooks/$kind.d" "$old/etc/libvirt/hooks/$kind.d"
+    printf '#!/bin/sh\nexit 0\n' >"$old/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook"
+    chmod 0755 "$old/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook"
+    ln -s "/usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" "$old/etc/libvirt/hooks/$kind.d/virt-perf-hook"
+done
+printf 'Package: virt-perf-hook\nVersion: 0.0.9-1\nArchitecture: %s\nMaintainer: test <test@example.invalid>\nDescription: virt-perf-hook in the 0.1.0 layout (test-deb.sh)\n' \
+    "$(dpkg --print-architecture)" >"$old/DEBIAN/control"
+printf '#!/bin/sh\ninstall -d -m 0700 /var/cache/virt-perf-hook\necho {} >/var/cache/virt-perf-hook/state.json\n' \
+    >"$old/DEBIAN/postinst"
+chmod 0755 "$old/DEBIAN/postinst"
+if dpkg-deb --root-owner-group --build "$old" "$scratch/old.deb" >/dev/null && dpkg -i "$scratch/old.deb" >/dev/null; then
+    same "$(readlink /etc/libvirt/hooks/qemu.d/virt-perf-hook)" /usr/lib/virt-perf-hook/hooks/qemu.d/virt-perf-hook \
+        "the 0.1.0 layout is installed"
+    if dpkg -i --force-confdef --force-confold "$deb" >"$scratch/upgrade" 2>&1; then
+        echo "ok   upgrade from the 0.1.0 layout succeeds"
+    else
+        cat "$scratch/upgrade"; fail "upgrade from the 0.1.0 layout failed"
+    fi
+    for kind in qemu daemon; do
+        entry=/etc/libvirt/hooks/$kind.d/virt-perf-hook
+        same "$(readlink "$entry")" /usr/bin/virt-perf-hook "after the upgrade $entry links to /usr/bin/virt-perf-hook"
+    done
+    check "after the upgrade /usr/lib/virt-perf-hook/hooks is gone" test ! -e /usr/lib/virt-perf-hook/hooks
+    check "after the upgrade the 0.1.0 cache /var/cache/virt-perf-hook is gone" test ! -e /var/cache/virt-perf-hook
+    same "$(mode /var/cache/libvirt/virt-perf-hook)" "700 root:root" "after the upgrade the cache is /var/cache/libvirt/virt-perf-hook"
+    check "dpkg -P after the upgrade succeeds" dpkg -P virt-perf-hook
+    check "nothing of the package left after that purge" test ! -e /usr/bin/virt-perf-hook \
+        -a ! -e /var/cache/libvirt/virt-perf-hook -a ! -L /etc/libvirt/hooks/qemu.d/virt-perf-hook \
+        -a ! -L /etc/libvirt/hooks/daemon.d/virt-perf-hook
+else
+    fail "could not build or install the 0.1.0-layout package"
+fi
 
 finish

@@ -21,24 +21,20 @@ drwxr-xr-x root:root /etc/virt-perf-hook
 -rw-r--r-- root:root /etc/virt-perf-hook/config.json
 -rwxr-xr-x root:root /usr/bin/virt-perf-hook
 drwxr-xr-x root:root /usr/lib/virt-perf-hook
-drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks
-drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/daemon.d
--rwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/daemon.d/virt-perf-hook
-drwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d
--rwxr-xr-x root:root /usr/lib/virt-perf-hook/hooks/qemu.d/virt-perf-hook
 -rwxr-xr-x root:root /usr/lib/virt-perf-hook/post-install
 -rw-r--r-- root:root /usr/share/doc/virt-perf-hook/README.md
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-APACHE
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-MIT
 -rw-r--r-- root:root /usr/share/man/man1/virt-perf-hook.1.gz
-drwx------ root:root /var/cache/virt-perf-hook"
+drwx------ root:root /var/cache/libvirt/virt-perf-hook"
 same "$files" "$want" "file list, modes and owners"
 
-# The hook entries resolve to the shipped scripts (relative links, Fedora's convention).
+# The hook entries are links straight to the binary (relative, Fedora's convention): SELinux lets
+# the libvirt daemons execute bin_t, AppArmor's libvirtd profile /usr/bin/* (README).
 links=$(rpm -qp --qf '[%{FILENAMES} -> %{FILELINKTOS}\n]' "$rpm")
 for kind in qemu daemon; do
-    has "$links" "/etc/libvirt/hooks/$kind.d/virt-perf-hook -> ../../../../usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook" \
-        "$kind.d entry is a symlink to /usr/lib/virt-perf-hook/hooks/$kind.d/virt-perf-hook"
+    has "$links" "/etc/libvirt/hooks/$kind.d/virt-perf-hook -> ../../../../usr/bin/virt-perf-hook" \
+        "$kind.d entry is a symlink to /usr/bin/virt-perf-hook"
 done
 
 same "$(rpm -qpc "$rpm")" "/etc/virt-perf-hook/config.json" "rpm -qpc: the config is the only config file"
@@ -48,7 +44,8 @@ same "$flags" "cn" "config.json is %config(noreplace)"
 scripts=$(rpm -qp --scripts "$rpm")
 echo "$scripts"
 has "$scripts" '/usr/lib/virt-perf-hook/post-install "$mode" || :' "%post runs post-install (refresh, reload) and cannot fail"
-has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%postun removes the cache on erase"
+has "$scripts" 'rm -rf /var/cache/libvirt/virt-perf-hook' "%postun removes the cache on erase"
+has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%post removes the cache of 0.1.0 (/var/cache/virt-perf-hook)"
 
 has "$(rpm -qp --recommends "$rpm")" "libvirt-daemon" "Recommends: libvirt-daemon"
 requires=$(rpm -qpR "$rpm")

@@ -3,11 +3,11 @@
 //! Layers, each using only those below it (nothing imports [`cli`]):
 //! - [`cli`]: argv → a [`cmd::Command`](cmd) and its dispatch; the only front end;
 //! - [`cmd`]: the commands (`filter`, the libvirt hooks, `define`/`apply`, the reports);
-//! - [`host`]: what this host's libvirt and kernel support (version detection, cache, probe) and
-//!   the plan made from it;
+//! - [`host`]: what this host's libvirt and kernel support (version detection, cache, probe), the
+//!   plan made from it, and whether AppArmor or SELinux lets libvirt run the hook;
 //! - [`core`]: the config, the event catalog, the pure XML rewrite and its diff (no I/O);
-//! - [`support`]: the error type, host paths, trusted-file reads, logging and
-//!   the time limits on anything outside the tool.
+//! - [`support`]: the error type, host paths, trusted-file reads, logging and the time limits on
+//!   anything outside the tool.
 
 pub mod cli;
 pub mod cmd;

@@ -181,6 +181,9 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     }
     let hooks = check_hooks(&ctx.paths, &mut items);
     check_daemon(&ctx.paths, hooks, &mut items);
+    for f in crate::host::mac::check(&ctx.paths) {
+        items.0.push(Item { status: f.status.as_str(), what: f.what, message: f.message });
+    }
 
     let code = if !config_ok {
         exit::CONFIG
@@ -215,7 +218,9 @@ fn check_hooks(paths: &Paths, items: &mut Items) -> Option<f64> {
     let mut newest: Option<f64> = Some(0.0);
     for sub in ["qemu.d", "daemon.d"] {
         let path = paths.hooks_dir().join(sub).join("virt-perf-hook");
-        match std::fs::metadata(&path) {
+        // Symlinks resolved inside the root, as libvirt would see them.
+        let abs = format!("{}/{sub}/virt-perf-hook", crate::support::paths::HOOKS_DIR);
+        match crate::host::mac::resolve(paths, &abs).and_then(|t| std::fs::metadata(paths.host(&t))) {
             Ok(m) if crate::support::fsutil::is_executable_file(&m) => {
                 items.ok("hook", format!("hook {}: installed", path.display()));
                 let installed = secs(m.ctime(), m.ctime_nsec()).max(secs(m.mtime(), m.mtime_nsec()));
@@ -233,7 +238,7 @@ fn check_hooks(paths: &Paths, items: &mut Items) -> Option<f64> {
                 let why = if e.kind() == std::io::ErrorKind::NotFound { "missing".to_string() } else { e.to_string() };
                 items.problem(
                     "hook",
-                    format!("hook {}: {why} (install the package's hooks/{sub}/virt-perf-hook there, mode 0755)", path.display()),
+                    format!("hook {}: {why} (reinstall the package, or: ln -sfn /usr/bin/virt-perf-hook {})", path.display(), path.display()),
                 );
                 newest = None;
             }

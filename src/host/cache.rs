@@ -1,4 +1,4 @@
-//! The state file `/var/cache/virt-perf-hook/state.json`: the detected libvirt version with the
+//! The state file `/var/cache/libvirt/virt-perf-hook/state.json`: the detected libvirt version with the
 //! identity of the file it came from, and the host probe keyed on the boot id.
 //!
 //! A warm run costs one small read of this file, one read of `boot_id` and one `stat` of the

@@ -3,5 +3,6 @@
 
 pub mod cache;
 pub mod detect;
+pub mod mac;
 pub mod plan;
 pub mod probe;

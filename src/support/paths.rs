@@ -9,7 +9,9 @@ pub const ROOT_ENV: &str = "VIRT_PERF_HOOK_ROOT";
 pub const CONFIG_ENV: &str = "VIRT_PERF_HOOK_CONFIG";
 
 pub const DEFAULT_CONFIG: &str = "/etc/virt-perf-hook/config.json";
-pub const CACHE_DIR: &str = "/var/cache/virt-perf-hook";
+/// Under libvirt's own cache dir, so it carries libvirt's SELinux label (`virt_cache_t`), which
+/// the confined libvirt daemons that run the hook may write (`/var/cache/<new dir>` is `var_t`).
+pub const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
 pub const HOOKS_DIR: &str = "/etc/libvirt/hooks";
 
 /// Directories searched for `libvirt.so.0.AGE.REV` (Debian multiarch, Fedora/RHEL, SUSE, Arch).
@@ -131,7 +133,7 @@ mod tests {
     fn rerooting() {
         let p = Paths::new("/tmp/fake");
         assert_eq!(p.default_config(), PathBuf::from("/tmp/fake/etc/virt-perf-hook/config.json"));
-        assert_eq!(p.state_file(), PathBuf::from("/tmp/fake/var/cache/virt-perf-hook/state.json"));
+        assert_eq!(p.state_file(), PathBuf::from("/tmp/fake/var/cache/libvirt/virt-perf-hook/state.json"));
         assert_eq!(Paths::new("/").boot_id(), PathBuf::from("/proc/sys/kernel/random/boot_id"));
     }
 }

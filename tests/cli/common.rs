@@ -101,18 +101,19 @@ pub fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The shipped hook entry `src_rel` (e.g. `hooks/qemu.d/virt-perf-hook`) written to `dest`
-/// (parents created, mode 0755) with every `/usr/bin/virt-perf-hook` in it replaced by
-/// `command`, except in the `[ -x … ]` test, which gets `command`'s first word (the program).
-pub fn shipped_entry(src_rel: &str, dest: &Path, command: &str) -> PathBuf {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(src_rel)).unwrap();
-    let program = command.split(' ').next().unwrap();
-    let text = text
-        .replace("[ -x /usr/bin/virt-perf-hook ]", &format!("[ -x {program} ]"))
-        .replace("/usr/bin/virt-perf-hook", command);
+/// Where the packages install the binary; the shipped hook entries are symlinks to it.
+pub const INSTALLED_BIN: &str = "/usr/bin/virt-perf-hook";
+
+/// The shipped hook entry `src_rel` (e.g. `hooks/qemu.d/virt-perf-hook`, a symlink to
+/// `/usr/bin/virt-perf-hook`) recreated at `dest` as a symlink to `binary` (parents created, an
+/// existing `dest` replaced): what the packages install, pointed at the binary under test.
+pub fn shipped_entry(src_rel: &str, dest: &Path, binary: &Path) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(src_rel);
+    let target = std::fs::read_link(&shipped).unwrap_or_else(|e| panic!("{}: not a symlink: {e}", shipped.display()));
+    assert_eq!(target, Path::new(INSTALLED_BIN), "{src_rel} should point at {INSTALLED_BIN}");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::write(dest, text).unwrap();
-    set_mode(dest, 0o755);
+    let _ = std::fs::remove_file(dest);
+    std::os::unix::fs::symlink(binary, dest).unwrap();
     dest.to_path_buf()
 }
 

@@ -1,7 +1,9 @@
 //! End to end on a real libvirtd (root and VPH_SYSTEM_TESTS=1 only; CI installs libvirt and
-//! QEMU): the shipped qemu.d entry runs the built binary, a TCG guest goes through save/restore
-//! and managedsave/start, and the configured software events are live afterwards while the hardware event this host cannot
-//! open is dropped (so the guest still restores).
+//! QEMU): the shipped qemu.d and daemon.d entries (symlinks straight to the binary, here the built
+//! one) run with the real config file, a TCG guest goes through save/restore and managedsave/start, and the configured
+//! software events are live afterwards while the hardware event this host cannot open is dropped
+//! (so the guest still restores). Entries whose binary is gone (dangling symlinks) are skipped by
+//! libvirt: guests start with them in place.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,10 @@ const URI: &str = "qemu:///system";
 const GUEST: &str = "vph-e2e-t1";
 const QEMU_D: &str = "/etc/libvirt/hooks/qemu.d";
 const DAEMON_D: &str = "/etc/libvirt/hooks/daemon.d";
-const CACHE_DIR: &str = "/var/cache/virt-perf-hook";
+const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
+/// The hook entries read the real config: libvirt passes them no options or environment of ours.
+const CONFIG_DIR: &str = "/etc/virt-perf-hook";
+const CONFIG: &str = "/etc/virt-perf-hook/config.json";
 
 fn virsh(args: &[&str]) -> Output {
     Command::new("virsh").args(["-q", "-c", URI]).args(args).output().unwrap()
@@ -53,6 +58,11 @@ struct Host {
     started_libvirtd: bool,
     cache_existed: bool,
     dev_log: bool,
+    /// The config file as found (`None`: there was none), put back on drop.
+    config_before: Option<Vec<u8>>,
+    config_dir_existed: bool,
+    /// Hook directories this test created (removed again when empty).
+    created_dirs: Vec<&'static str>,
 }
 
 impl Drop for Host {
@@ -68,18 +78,32 @@ impl Drop for Host {
         for p in &self.installed {
             let _ = std::fs::remove_file(p);
         }
+        for d in &self.created_dirs {
+            let _ = std::fs::remove_dir(d);
+        }
         if !self.cache_existed {
             let _ = std::fs::remove_dir_all(CACHE_DIR);
         }
         if self.dev_log {
             let _ = std::fs::remove_file("/dev/log");
         }
+        match &self.config_before {
+            Some(text) => {
+                let _ = std::fs::write(CONFIG, text);
+            }
+            None => {
+                let _ = std::fs::remove_file(CONFIG);
+                if !self.config_dir_existed {
+                    let _ = std::fs::remove_dir(CONFIG_DIR);
+                }
+            }
+        }
     }
 }
 
-/// The shipped entry script, pointed at the built binary and the test's config.
-fn install_entry(src: &str, dest: &Path, config: &Path, host: &mut Host) {
-    host.installed.push(shipped_entry(src, dest, &format!("{BIN} --config {}", config.display())));
+/// The shipped entry (a symlink to /usr/bin/virt-perf-hook), pointed at the built binary.
+fn install_entry(src: &str, dest: &Path, host: &mut Host) {
+    host.installed.push(shipped_entry(src, dest, Path::new(BIN)));
 }
 
 /// Collects syslog lines when no syslog daemon owns /dev/log (as in CI).
@@ -180,16 +204,20 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     }
 
     let work = TempDir::new("e2e");
-    let config = work.path().join("config.json");
-    // cpu_cycles is hardware: it cannot be opened on a host without a PMU and must be dropped.
-    write_config(&config, &["page_faults", "cpu_clock", "cpu_cycles"]);
     let mut host = Host {
         installed: Vec::new(),
         started_virtlogd: false,
         started_libvirtd: false,
         cache_existed: Path::new(CACHE_DIR).exists(),
         dev_log: false,
+        config_before: std::fs::read(CONFIG).ok(),
+        config_dir_existed: Path::new(CONFIG_DIR).exists(),
+        created_dirs: [QEMU_D, DAEMON_D].into_iter().filter(|d| !Path::new(d).exists()).collect(),
     };
+    std::fs::create_dir_all(CONFIG_DIR).unwrap();
+    let config = Path::new(CONFIG);
+    // cpu_cycles is hardware: it cannot be opened on a host without a PMU and must be dropped.
+    write_config(config, &["page_faults", "cpu_clock", "cpu_cycles"]);
     let syslog = listen_syslog(&mut host);
 
     // A recorder first in the chain: it prints nothing, so libvirt hands our entry the original XML.
@@ -199,8 +227,13 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     std::fs::write(&recorder, format!("#!/bin/sh\necho \"$*\" >> {}\ncat >/dev/null\n", record.display())).unwrap();
     set_mode(&recorder, 0o755);
     host.installed.push(recorder);
-    install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), &config, &mut host);
-    install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), &config, &mut host);
+    install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), &mut host);
+    install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), &mut host);
+    // What a removed package's entry would be if it stayed behind: libvirt must skip it.
+    for dir in [QEMU_D, DAEMON_D] {
+        let gone = Path::new("/nonexistent/virt-perf-hook");
+        host.installed.push(shipped_entry("hooks/qemu.d/virt-perf-hook", &Path::new(dir).join("zz-vph-e2e-gone"), gone));
+    }
 
     // A usable /dev/kvm spares libvirt a multi-second capability re-probe on every call.
     if Path::new("/dev/kvm").exists() {
@@ -279,7 +312,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     }
 
     // managedsave + start also goes through 'restore begin'; a config change is picked up.
-    write_config(&config, &["page_faults", "cpu_clock", "task_clock", "cpu_cycles"]);
+    write_config(config, &["page_faults", "cpu_clock", "task_clock", "cpu_cycles"]);
     virsh_ok(&["managedsave", GUEST]);
     virsh_ok(&["start", GUEST]);
     let live = virsh_ok(&["dumpxml", GUEST]);

@@ -2,7 +2,7 @@
 //! read only for `migrate begin` / `restore begin`, exit status deciding whether the op goes on.
 
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::common::*;
 
@@ -225,33 +225,69 @@ fn daemon_hook_always_exits_zero() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-/// The shipped `hooks/qemu.d/virt-perf-hook` entry, pointed at the built binary (or at nothing).
-fn shell_entry(root: &TempDir, binary: &str) -> PathBuf {
-    shipped_entry("hooks/qemu.d/virt-perf-hook", &root.path().join("entry.sh"), binary)
-}
-
+/// The shipped entries are symlinks straight to the binary (no shell wrapper: AppArmor and SELinux
+/// judge the file a link resolves to). Recreated under the fake root and pointed at the built
+/// binary, they work as libvirt runs them.
 #[test]
-fn shipped_qemu_entry_script() {
+fn shipped_entries_run_the_binary_directly() {
     let root = TempDir::with_config("hook-entry", CFG);
-    let entry = shell_entry(&root, BIN);
-    let run = |args: &[&str], stdin: &str| {
-        let mut cmd = clean_command(&entry, root.path(), &[]);
+    let hooks = root.path().join("etc/libvirt/hooks");
+    let qemu = shipped_entry("hooks/qemu.d/virt-perf-hook", &hooks.join("qemu.d/virt-perf-hook"), Path::new(BIN));
+    let daemon = shipped_entry("hooks/daemon.d/virt-perf-hook", &hooks.join("daemon.d/virt-perf-hook"), Path::new(BIN));
+    let run = |entry: &Path, args: &[&str], stdin: &str| {
+        let mut cmd = clean_command(entry, root.path(), &[]);
         cmd.args(args);
         feed(cmd, stdin)
     };
-    let out = run(&["instance-00000001", "restore", "begin", "-"], DOMAIN);
+    let out = run(&qemu, &["instance-00000001", "restore", "begin", "-"], DOMAIN);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), expected());
-    let out = run(&["vm", "prepare", "begin", "-"], "garbage");
-    assert!(out.status.success() && out.stdout.is_empty());
+    let out = run(&qemu, &["vm", "prepare", "begin", "-"], "garbage");
+    assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "{}", stderr(&out));
 
-    // Package removed but the entry left behind: the guest proceeds unchanged.
-    let gone = shell_entry(&root, "/nonexistent/virt-perf-hook");
-    let mut cmd = clean_command(&gone, root.path(), &[]);
-    cmd.args(["vm", "restore", "begin", "-"]);
-    let out = feed(cmd, DOMAIN);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(out.stdout.is_empty());
+    // The daemon entry refreshes the cache on start and reload, and prints nothing on stdout.
+    for args in [["-", "start", "-", "start"], ["-", "reload", "begin", "SIGHUP"]] {
+        let out = run(&daemon, &args, "");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(root.path().join("var/cache/libvirt/virt-perf-hook/state.json").is_file());
+}
+
+/// libvirt ignores the daemon hook's exit status and output, as the old shell entry did with
+/// the binary's; still, the daemon entry exits 0 whatever is broken, and writes nothing to stdout.
+#[test]
+fn daemon_entry_never_fails() {
+    let root = TempDir::with_config("hook-daemon-entry", "not json");
+    // A file where the cache directory belongs: nothing can be cached.
+    root.write("/var/cache/libvirt/virt-perf-hook", "");
+    let hooks = root.path().join("etc/libvirt/hooks");
+    let daemon = shipped_entry("hooks/daemon.d/virt-perf-hook", &hooks.join("daemon.d/virt-perf-hook"), Path::new(BIN));
+    for args in [&["-", "start", "-", "start"][..], &["-", "reload", "begin", "SIGHUP"], &["-", "shutdown", "-", "shutdown"], &[], &["--bogus"]]
+    {
+        let mut cmd = clean_command(&daemon, root.path(), &[]);
+        cmd.args(args);
+        let out = feed(cmd, "garbage");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", stdout(&out));
+    }
+}
+
+/// Where the cache cannot be written (a MAC policy, a read-only /var) the hook still rewrites,
+/// and says so once.
+#[test]
+fn hook_without_a_writable_cache_says_so_once() {
+    let cfg = r#"{"enabled_perf_events": ["page_faults"], "host_probe": false}"#;
+    let root = TempDir::with_config("hook-nocache", cfg);
+    // No pin: the version is detected from the library file, which the hook would cache.
+    root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0", "");
+    root.write("/var/cache/libvirt/virt-perf-hook", "");
+    let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], DOMAIN);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("not caching host state").count(), 1, "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("cache")).count(), 1, "one line about the cache: {err}");
 }
 
 /// A syslog socket whose queue is full must not block the hook: the log line is dropped.

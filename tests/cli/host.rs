@@ -40,7 +40,7 @@ fn event<'a>(rows: &'a Value, name: &str) -> &'a Value {
 }
 
 fn state(root: &Path) -> Value {
-    let text = std::fs::read_to_string(root.join("var/cache/virt-perf-hook/state.json")).unwrap();
+    let text = std::fs::read_to_string(root.join("var/cache/libvirt/virt-perf-hook/state.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -72,7 +72,7 @@ fn version_from_library_file_is_reported_and_cached() {
     assert_eq!(s["version"]["version"], "9.0.0");
     assert_eq!(s["version"]["source"], "library");
     assert_eq!(check_json(t.path()).1["cache"]["state"], "fresh");
-    let mode = std::fs::metadata(t.path().join("var/cache/virt-perf-hook")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(t.path().join("var/cache/libvirt/virt-perf-hook")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
 
@@ -165,7 +165,7 @@ fn concurrent_refreshes_leave_one_valid_file() {
     let s = state(t.path());
     assert_eq!(s["version"]["version"], "9.0.0");
     assert_eq!(s["probe"]["results"].as_object().unwrap().len(), 22);
-    let names: Vec<String> = std::fs::read_dir(t.path().join("var/cache/virt-perf-hook"))
+    let names: Vec<String> = std::fs::read_dir(t.path().join("var/cache/libvirt/virt-perf-hook"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -175,13 +175,13 @@ fn concurrent_refreshes_leave_one_valid_file() {
 #[test]
 fn corrupt_or_symlinked_cache_is_replaced() {
     let t = fake_host("corrupt", Some(CONFIG), Some("libvirt.so.0.9000.0"));
-    t.write("/var/cache/virt-perf-hook/state.json", "{\"format\": 1, \"vers");
+    t.write("/var/cache/libvirt/virt-perf-hook/state.json", "{\"format\": 1, \"vers");
     let (_, c) = check_json(t.path());
     assert_eq!(c["cache"]["state"], "ignored", "{c}");
     assert_eq!(state(t.path())["version"]["version"], "9.0.0");
 
     let target = t.write("/precious", "keep me");
-    let f = t.path().join("var/cache/virt-perf-hook/state.json");
+    let f = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
     std::fs::remove_file(&f).unwrap();
     std::os::unix::fs::symlink(&target, &f).unwrap();
     let (_, c) = check_json(t.path());
@@ -194,7 +194,7 @@ fn corrupt_or_symlinked_cache_is_replaced() {
 fn unwritable_cache_still_works() {
     let t = fake_host("unwritable", Some(CONFIG), Some("libvirt.so.0.9000.0"));
     // A file where the cache directory belongs: unwritable even for root.
-    t.write("/var/cache/virt-perf-hook", "");
+    t.write("/var/cache/libvirt/virt-perf-hook", "");
     let out = run_in(t.path(), &["filter"], DOMAIN);
     assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("not caching host state").count(), 1, "{}", stderr(&out));
@@ -338,7 +338,7 @@ fn events_and_refresh_work_without_a_config() {
     assert!(stdout(&out).contains("libvirt: 11.3.0"), "{}", stdout(&out));
     assert_eq!(state(t.path())["version"]["version"], "11.3.0");
     let cache_line = |out: &std::process::Output| stdout(out).lines().find(|l| l.starts_with("cache: ")).unwrap_or_default().to_string();
-    let state_file = t.path().join("var/cache/virt-perf-hook/state.json");
+    let state_file = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
     // `events` wrote the cache.
     assert_eq!(cache_line(&out), format!("cache: {} rebuilt (refresh requested)", state_file.display()));
     std::fs::remove_file(&state_file).unwrap();
@@ -363,10 +363,10 @@ fn another_boot_reprobes() {
 /// hook add an event the host cannot open, and the guest would fail to start.
 #[test]
 fn untrusted_cache_is_ignored_and_not_written() {
-    for (what, mode_of) in [("dir 0777", "var/cache/virt-perf-hook"), ("state.json 0666", "var/cache/virt-perf-hook/state.json")] {
+    for (what, mode_of) in [("dir 0777", "var/cache/libvirt/virt-perf-hook"), ("state.json 0666", "var/cache/libvirt/virt-perf-hook/state.json")] {
         let t = fake_host("untrusted", Some(r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#), Some("libvirt.so.0.9000.0"));
         assert!(run_in(t.path(), &["refresh"], "").status.success());
-        let f = t.path().join("var/cache/virt-perf-hook/state.json");
+        let f = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
         let mut s = state(t.path());
         s["probe"]["results"]["cpu_cycles"] = Value::Null;
         std::fs::write(&f, serde_json::to_string(&s).unwrap()).unwrap();
@@ -406,7 +406,7 @@ fn refresh_rebuilds_an_untrusted_cache() {
         assert!(run_in(t.path(), &["refresh"], "").status.success());
         let mut s = state(t.path());
         s["probe"]["results"]["cpu_cycles"] = Value::Null;
-        let f = t.path().join("var/cache/virt-perf-hook/state.json");
+        let f = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
         std::fs::remove_file(&f).unwrap();
         std::fs::write(&f, serde_json::to_string(&s).unwrap()).unwrap();
         f
@@ -416,7 +416,7 @@ fn refresh_rebuilds_an_untrusted_cache() {
         assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
         let text = stdout(&out);
         assert!(text.lines().any(|l| l.starts_with("cache: ") && l.contains("removed")), "{what}: says what it did: {text}");
-        let dir = t.path().join("var/cache/virt-perf-hook");
+        let dir = t.path().join("var/cache/libvirt/virt-perf-hook");
         let m = std::fs::symlink_metadata(&dir).unwrap();
         assert!(m.is_dir(), "{what}");
         assert_eq!((m.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::uid(&m)), (0o700, 0), "{what}");
@@ -431,7 +431,7 @@ fn refresh_rebuilds_an_untrusted_cache() {
     let t = fake_host("forged", Some(cfg), Some("libvirt.so.0.9000.0"));
     let f = forge(&t);
     chown(&f, 1000);
-    let dir = t.path().join("var/cache/virt-perf-hook");
+    let dir = t.path().join("var/cache/libvirt/virt-perf-hook");
     set_mode(&dir, 0o770);
     let out = run_in(t.path(), &["check"], "");
     let text = stdout(&out);
@@ -442,13 +442,13 @@ fn refresh_rebuilds_an_untrusted_cache() {
     // A directory owned by someone else, and a symlinked one (its target is left alone).
     let t = fake_host("forged-owner", Some(cfg), Some("libvirt.so.0.9000.0"));
     forge(&t);
-    chown(&t.path().join("var/cache/virt-perf-hook"), 1000);
+    chown(&t.path().join("var/cache/libvirt/virt-perf-hook"), 1000);
     rebuilt(&t, "dir owned by uid 1000");
     let t = fake_host("forged-link", Some(cfg), Some("libvirt.so.0.9000.0"));
     forge(&t);
     let elsewhere = t.path().join("elsewhere");
-    std::fs::rename(t.path().join("var/cache/virt-perf-hook"), &elsewhere).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, t.path().join("var/cache/virt-perf-hook")).unwrap();
+    std::fs::rename(t.path().join("var/cache/libvirt/virt-perf-hook"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, t.path().join("var/cache/libvirt/virt-perf-hook")).unwrap();
     rebuilt(&t, "symlinked dir");
     assert!(elsewhere.join("state.json").exists(), "the symlink's target was touched");
 
@@ -494,7 +494,7 @@ fn daemon_hook_refreshes_without_a_valid_config() {
 /// Holds an exclusive flock on the fake host's cache `lock` until dropped, like
 /// `flock -x lock -c 'sleep 900'` would.
 fn hold_cache_lock(t: &TempDir) -> nix::fcntl::Flock<std::fs::File> {
-    let dir = t.path().join("var/cache/virt-perf-hook");
+    let dir = t.path().join("var/cache/libvirt/virt-perf-hook");
     std::fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o700);
     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.join("lock")).unwrap();
@@ -523,7 +523,7 @@ fn held_cache_lock_does_not_stall_the_hook_or_refresh() {
     assert!(r.elapsed < std::time::Duration::from_secs(8), "refresh waited {:?}", r.elapsed);
     let out = stdout(&r.out);
     assert!(out.contains("cache:") && out.contains("busy") && out.contains("is held by another process"), "{out}");
-    assert!(!t.path().join("var/cache/virt-perf-hook/state.json").exists());
+    assert!(!t.path().join("var/cache/libvirt/virt-perf-hook/state.json").exists());
 }
 
 /// The lock file is held to the state file's standard: a lock others can write (or a FIFO, or a
@@ -531,7 +531,7 @@ fn held_cache_lock_does_not_stall_the_hook_or_refresh() {
 #[test]
 fn untrusted_lock_file_is_not_used() {
     let t = fake_host("badlock", Some(CONFIG), Some("libvirt.so.0.9000.0"));
-    let dir = t.path().join("var/cache/virt-perf-hook");
+    let dir = t.path().join("var/cache/libvirt/virt-perf-hook");
     std::fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o700);
     let lock = dir.join("lock");

@@ -332,7 +332,7 @@ fn config_not_owned_by_root_is_refused() {
 
 // ---- the cache's state file replaced by a symlink ----
 
-/// `<root>/var/cache/virt-perf-hook/state.json` is a symlink (to a file with content, and
+/// `<root>/var/cache/libvirt/virt-perf-hook/state.json` is a symlink (to a file with content, and
 /// dangling). No command may write through it, create its target, or block on it: the cache
 /// is written by root for every guest, so following a planted link would let anyone who can
 /// write there clobber any file.
@@ -341,7 +341,7 @@ fn cache_state_symlink_is_never_followed() {
     let root = TempDir::new("cachelink");
     // No pin and probing on: the version comes from detection, and the cache is used.
     let cfg = root.write("/etc/virt-perf-hook/config.json", r#"{"enabled_perf_events": ["page_faults", "cpu_clock"]}"#);
-    let cache_dir = root.path().join("var/cache/virt-perf-hook");
+    let cache_dir = root.path().join("var/cache/libvirt/virt-perf-hook");
     std::fs::create_dir_all(&cache_dir).unwrap();
     let state = cache_dir.join("state.json");
     let victim = root.write("victim.json", "precious\n");

@@ -636,7 +636,7 @@ fn apply_remote_uses_no_local_probe_or_cache() {
     let want = "not enabling cpu_cycles: cannot probe the remote host; set \"host_probe\": false to trust it";
     assert!(stderr(&out).contains(want), "{}", stderr(&out));
     assert_eq!(row(&out, "vm"), ("changed".into(), "enabled page_faults (config)".into()));
-    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+    assert!(!root.path().join("var/cache/libvirt/virt-perf-hook").exists(), "the local cache was used");
 }
 
 #[test]
@@ -671,7 +671,7 @@ fn define_remote_keeps_only_software_events() {
     assert!(got.contains("<event name='page_faults' enabled='yes'/>"), "{got}");
     assert!(!got.contains("cpu_cycles"), "{got}");
     assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
-    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+    assert!(!root.path().join("var/cache/libvirt/virt-perf-hook").exists(), "the local cache was used");
 }
 
 /// UUID of the running guest 'test' (ID 1) of `test:///default`.
@@ -769,7 +769,7 @@ fn default_uri_decides_local_or_remote() {
         let err = stderr(&out);
         if *is_remote {
             assert!(err.contains("not enabling cpu_cycles: cannot probe the remote host"), "{what}: {err}");
-            assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "{what}: the local cache was used");
+            assert!(!root.path().join("var/cache/libvirt/virt-perf-hook").exists(), "{what}: the local cache was used");
         } else {
             assert!(err.contains("not enabling cpu_cycles: the host cannot open it"), "{what}: {err}");
         }
@@ -779,7 +779,7 @@ fn default_uri_decides_local_or_remote() {
     let root = TempDir::with_config("defuri-define", cfg);
     let out = run_with(root.path(), &["define", "-"], DOMAIN, &[("VIRSH", &f.bin()), ("LIBVIRT_DEFAULT_URI", remote)]);
     assert!(stderr(&out).contains("dropped cpu_cycles (cannot probe the remote host"), "{}", stderr(&out));
-    assert!(!root.path().join("var/cache/virt-perf-hook").exists(), "the local cache was used");
+    assert!(!root.path().join("var/cache/libvirt/virt-perf-hook").exists(), "the local cache was used");
 }
 
 /// A virsh that succeeds but prints no version is not "virsh exited with status 0".
