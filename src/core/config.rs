@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::core::events;
 use crate::core::rewrite::Existing;
 use crate::core::version::Version;
+use crate::support::text::closest;
 use crate::support::error::{Error, Result};
 
 /// Config files are small; anything larger is a mistake (wrong file), not a config.
@@ -215,7 +216,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
 }
 
 fn read_strict(path: &Path) -> Result<String> {
-    use crate::support::fsutil::{read_trusted, Step, Untrusted};
+    use crate::support::fsutil::{advice, read_trusted, Remedy, Step, Untrusted};
     read_trusted(path, MAX_CONFIG_BYTES).map_err(|why| match why {
         Untrusted::Symlink => Error::config(path, "is a symlink; refusing it (point --config at the real file)"),
         Untrusted::Missing => Error::config(
@@ -224,14 +225,9 @@ fn read_strict(path: &Path) -> Result<String> {
         ),
         Untrusted::Directory => Error::config(path, "is a directory, not a JSON file"),
         Untrusted::NotRegular | Untrusted::NotDirectory => Error::config(path, "is not a regular file"),
-        Untrusted::Owner(uid) => Error::config(
-            path,
-            format!("is owned by uid {uid}, not root; refusing it (chown root {})", path.display()),
-        ),
-        Untrusted::Writable(mode) => Error::config(
-            path,
-            format!("is writable by group or others (mode {mode:o}); refusing it (chmod go-w {})", path.display()),
-        ),
+        Untrusted::Owner(_) | Untrusted::Writable(_) => {
+            Error::config(path, format!("{why}; refusing it ({})", advice(path, &why, Remedy::Fix)))
+        }
         Untrusted::TooLarge(n) => Error::config(path, format!("is {n} bytes; a config is at most {MAX_CONFIG_BYTES}")),
         Untrusted::NotUtf8 => Error::config(path, "is not UTF-8 text"),
         Untrusted::Io(Step::Open, e) => Error::io(path, "open config", e),
@@ -317,13 +313,8 @@ fn one_of<'a>(key: &str, val: &Value, allowed: &[&'a str]) -> std::result::Resul
 
 fn unknown_key(key: &str, known: &[&str], prefix: &str) -> String {
     let shown = printable(key);
-    let near = known
-        .iter()
-        .map(|k| (events::distance(&key.to_ascii_lowercase(), k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d);
-    match near {
-        Some((_, k)) => format!("unknown key '{prefix}{shown}'; did you mean '{prefix}{k}'?"),
+    match closest(&key.to_ascii_lowercase(), known.iter().copied()) {
+        Some(k) => format!("unknown key '{prefix}{shown}'; did you mean '{prefix}{k}'?"),
         None => format!("unknown key '{prefix}{shown}'; known keys: {}", known.join(", ")),
     }
 }

@@ -2,6 +2,7 @@
 //! perf_event_open(2) type/config libvirt opens for it (src/util/virperf.c).
 
 use crate::core::version::Version;
+use crate::support::text::closest;
 
 /// How the host provides an event, which decides how it is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,29 +104,9 @@ pub fn index_of(name: &str) -> Option<usize> {
 
 /// The catalog name closest to `name`, if it is close enough to be a likely typo.
 pub fn suggest(name: &str) -> Option<&'static str> {
-    let lower = name.to_ascii_lowercase().replace('-', "_");
-    CATALOG
-        .iter()
-        .map(|e| (distance(&lower, e.name), e.name))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n)
+    closest(&name.to_ascii_lowercase().replace('-', "_"), CATALOG.iter().map(|e| e.name))
 }
 
-/// Levenshtein distance; names are short ASCII so the simple form is enough.
-pub fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
 
 #[cfg(test)]
 mod tests {

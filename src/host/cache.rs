@@ -10,7 +10,6 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use nix::libc;
 use crate::core::version::Version;
 use crate::host::detect::Source;
 use crate::host::probe;
-use crate::support::fsutil::{self, Untrusted};
+use crate::support::fsutil::{self, Remedy, Untrusted};
 use crate::support::paths::Paths;
 
 /// Bumped when the layout changes; other values are ignored as foreign.
@@ -128,7 +127,7 @@ pub fn load(paths: &Paths) -> Loaded {
         Ok(()) => {}
         Err(Untrusted::Missing) => return Loaded::Missing,
         Err(why @ (Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_))) => {
-            return untrusted(&dir, &why, &dir_fix(&dir))
+            return untrusted(&dir, &why, &fsutil::advice(&dir, &why, Remedy::Rebuild))
         }
         // Nothing can be read there, and writes fail on it (reported as unwritable).
         Err(why) => return Loaded::Ignored(format!("{} {why}", dir.display())),
@@ -137,27 +136,16 @@ pub fn load(paths: &Paths) -> Loaded {
     match fsutil::read_trusted(&path, MAX_BYTES) {
         Ok(text) => parse(&text),
         Err(Untrusted::Missing) => Loaded::Missing,
-        Err(why @ (Untrusted::Owner(_) | Untrusted::Writable(_))) => untrusted(&path, &why, &remove_fix(&path)),
+        Err(why @ (Untrusted::Owner(_) | Untrusted::Writable(_))) => untrusted(&path, &why, &fsutil::advice(&path, &why, Remedy::Rebuild)),
         // A symlink or junk in our own trusted directory: replaced by the next write's rename.
         Err(why) => Loaded::Ignored(why.to_string()),
     }
 }
 
-static WARNED_UNTRUSTED: AtomicBool = AtomicBool::new(false);
-
 fn untrusted(path: &Path, why: &Untrusted, fix: &str) -> Loaded {
     let msg = format!("{} {why}; not using or writing the cache ({fix})", path.display());
-    if !WARNED_UNTRUSTED.swap(true, Ordering::Relaxed) {
-        log::warn!("cache {msg}");
-    }
+    crate::warn_once!("cache {msg}");
     Loaded::Untrusted(msg)
-}
-
-/// What to run so the cache directory is trusted again. Whatever others could have written
-/// there goes: fixing the mode or owner would adopt a forged state file. (`refresh` as root
-/// does this itself, see [`repair`].)
-fn dir_fix(dir: &Path) -> String {
-    format!("remove it and rebuild: rm -rf {} && virt-perf-hook refresh", dir.display())
 }
 
 fn parse(text: &str) -> Loaded {
@@ -197,21 +185,17 @@ impl std::fmt::Display for NotStored {
     }
 }
 
-static WARNED: AtomicBool = AtomicBool::new(false);
-
 /// Writes `state` atomically. Why it could not be is logged once per process and returned.
 pub fn store(paths: &Paths, state: &State) -> Result<(), NotStored> {
     let result = write_locked(paths, state);
     if let Err(e) = &result {
-        if !WARNED.swap(true, Ordering::Relaxed) {
-            // Root can write anywhere it should: then the message itself (ENOSPC, a file in
-            // the way) is the whole story.
-            let hint = match e {
-                NotStored::Unwritable(_) if !nix::unistd::geteuid().is_root() => " (run as root, or make the directory writable)",
-                _ => "",
-            };
-            log::warn!("not caching host state: {e}; detection runs on every call{hint}");
-        }
+        // Root can write anywhere it should: then the message itself (ENOSPC, a file in the
+        // way) is the whole story.
+        let hint = match e {
+            NotStored::Unwritable(_) if !nix::unistd::geteuid().is_root() => " (run as root, or make the directory writable)",
+            _ => "",
+        };
+        crate::warn_once!("not caching host state: {e}; detection runs on every call{hint}");
     }
     result
 }
@@ -253,12 +237,15 @@ fn lock(path: &Path) -> Result<Flock<std::fs::File>, NotStored> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => NotStored::Untrusted(format!("{p} is a symlink ({})", remove_fix(path))),
+            Some(libc::ELOOP) => {
+                let why = Untrusted::Symlink;
+                NotStored::Untrusted(format!("{p} {why} ({})", fsutil::advice(path, &why, Remedy::Rebuild)))
+            }
             _ => NotStored::Unwritable(format!("cannot open {p}: {e}")),
         })?;
     fsutil::trusted_open_file(&file).map_err(|why| match why {
         Untrusted::Io(..) => NotStored::Unwritable(format!("{p} {why}")),
-        _ => NotStored::Untrusted(format!("{p} {why} ({})", remove_fix(path))),
+        _ => NotStored::Untrusted(format!("{p} {why} ({})", fsutil::advice(path, &why, Remedy::Rebuild))),
     })?;
     let patience = crate::support::limits::cache_lock();
     let deadline = Instant::now() + patience;
@@ -334,11 +321,6 @@ pub fn repair(paths: &Paths) -> Result<Vec<String>, String> {
     Ok(done)
 }
 
-/// How to get rid of an untrusted file in the cache: remove it and rebuild.
-fn remove_fix(path: &Path) -> String {
-    format!("remove it and rebuild: rm -f {} && virt-perf-hook refresh", path.display())
-}
-
 /// Creates the cache dir 0700 and refuses one that is a symlink or open to others: the hook
 /// runs as root and trusts what it reads back.
 fn ensure_dir(dir: &Path) -> Result<(), NotStored> {
@@ -353,7 +335,7 @@ fn ensure_dir(dir: &Path) -> Result<(), NotStored> {
     }
     fsutil::trusted_dir(dir).map_err(|why| match why {
         Untrusted::Symlink | Untrusted::Owner(_) | Untrusted::Writable(_) => {
-            NotStored::Untrusted(format!("{} {why} ({})", dir.display(), dir_fix(dir)))
+            NotStored::Untrusted(format!("{} {why} ({})", dir.display(), fsutil::advice(dir, &why, Remedy::Rebuild)))
         }
         _ => NotStored::Unwritable(format!("{} {why}", dir.display())),
     })

@@ -1,8 +1,6 @@
 //! What this host's libvirt and kernel support, turned into a plan: which configured events get
 //! added and which are dropped, and why.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::core::config::Config;
 use crate::core::events::{self, Event};
 use crate::core::version::Version;
@@ -147,8 +145,6 @@ pub fn refresh(paths: &Paths, pin: Option<Version>) {
     assess(paths, &cfg, Mode::Refresh);
 }
 
-static WARNED_UNKNOWN: AtomicBool = AtomicBool::new(false);
-
 pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
     assess_with(paths, cfg, mode, None)
 }
@@ -189,8 +185,8 @@ fn assess_with(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Report
             }
         }
     };
-    if detected.version.is_none() && !WARNED_UNKNOWN.swap(true, Ordering::Relaxed) {
-        log::warn!(
+    if detected.version.is_none() {
+        crate::warn_once!(
             "libvirt version unknown (no libvirt.so.0.* in the library dirs, no working virtqemud/libvirtd --version); \
              adding no events (set \"libvirt_version\" in the config)"
         );

@@ -56,6 +56,29 @@ impl fmt::Display for Untrusted {
     }
 }
 
+/// Whose a file is, which decides how to make an untrusted one usable again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// The operator's own file (the config): fix its owner or mode, after checking it.
+    Fix,
+    /// A file the tool rebuilds (the cache): remove it. Fixing its owner or mode would adopt
+    /// whatever someone else may have written there.
+    Rebuild,
+}
+
+/// The one command that makes `path`, untrusted because of `why`, trusted again.
+pub fn advice(path: &Path, why: &Untrusted, remedy: Remedy) -> String {
+    let p = path.display();
+    match (remedy, why) {
+        (Remedy::Fix, Untrusted::Owner(_)) => format!("chown root {p}"),
+        (Remedy::Fix, _) => format!("chmod go-w {p}"),
+        (Remedy::Rebuild, _) if path.is_dir() && !matches!(why, Untrusted::Symlink) => {
+            format!("remove it and rebuild: rm -rf {p} && virt-perf-hook refresh")
+        }
+        (Remedy::Rebuild, _) => format!("remove it and rebuild: rm -f {p} && virt-perf-hook refresh"),
+    }
+}
+
 /// Owner and mode checks shared by files and directories.
 pub fn check_owner_mode(m: &std::fs::Metadata) -> Result<(), Untrusted> {
     let euid = nix::unistd::geteuid().as_raw();

@@ -78,3 +78,15 @@ impl Log for HookLogger {
 
     fn flush(&self) {}
 }
+
+/// `log::warn!` at most once per call site and process: for what would otherwise repeat for
+/// every guest of a sweep or every retry of the same call.
+#[macro_export]
+macro_rules! warn_once {
+    ($($arg:tt)+) => {{
+        static DONE: ::std::sync::atomic::AtomicBool = ::std::sync::atomic::AtomicBool::new(false);
+        if !DONE.swap(true, ::std::sync::atomic::Ordering::Relaxed) {
+            ::log::warn!($($arg)+);
+        }
+    }};
+}

@@ -1,8 +1,9 @@
 //! What every layer uses: the one error type, host paths (re-rooted in tests), trusted-file
-//! reads and logging.
+//! reads, logging, text helpers and time limits.
 
 pub mod error;
 pub mod fsutil;
 pub mod limits;
 pub mod logging;
 pub mod paths;
+pub mod text;
