@@ -9,6 +9,7 @@ use crate::core::config::Config;
 use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
 use crate::host::cache;
+use crate::host::{Finding, Status};
 use crate::host::plan::{self, Assessment, Mode};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
@@ -105,29 +106,21 @@ pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Item {
-    /// `ok`, `problem` (makes `check` exit non-zero) or `note`.
-    status: &'static str,
-    what: &'static str,
-    message: String,
-}
-
 #[derive(Default)]
-struct Items(Vec<Item>);
+struct Items(Vec<Finding>);
 
 impl Items {
     fn ok(&mut self, what: &'static str, message: String) {
-        self.0.push(Item { status: "ok", what, message });
+        self.0.push(Finding { status: Status::Ok, what, message });
     }
     fn problem(&mut self, what: &'static str, message: String) {
-        self.0.push(Item { status: "problem", what, message });
+        self.0.push(Finding { status: Status::Problem, what, message });
     }
     fn note(&mut self, what: &'static str, message: String) {
-        self.0.push(Item { status: "note", what, message });
+        self.0.push(Finding { status: Status::Note, what, message });
     }
     fn any_problem(&self) -> bool {
-        self.0.iter().any(|i| i.status == "problem")
+        self.0.iter().any(|i| i.status == Status::Problem)
     }
 }
 
@@ -181,9 +174,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     }
     let hooks = check_hooks(&ctx.paths, &mut items);
     check_daemon(&ctx.paths, hooks, &mut items);
-    for f in crate::host::mac::check(&ctx.paths) {
-        items.0.push(Item { status: f.status.as_str(), what: f.what, message: f.message });
-    }
+    items.0.extend(crate::host::mac::check(&ctx.paths));
 
     let code = if !config_ok {
         exit::CONFIG
@@ -206,7 +197,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
         }))?;
     } else {
         for i in &items.0 {
-            println!("{:<8} {}", i.status, i.message);
+            println!("{:<8} {}", i.status.as_str(), i.message);
         }
         println!("{}", if code == exit::OK { "all well" } else { "problems found" });
     }

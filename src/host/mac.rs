@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::host::{Finding, Status};
 use crate::support::paths::Paths;
 
 /// The hook entries the packages install, under the hooks dir.
@@ -27,32 +28,6 @@ const DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
 /// daemon may execute `bin_t` (`corecmd_exec_bin`) and manage `virt_cache_t`.
 const BIN_T: &str = "bin_t";
 const CACHE_T: &str = "virt_cache_t";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    Problem,
-    Note,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Problem => "problem",
-            Status::Note => "note",
-        }
-    }
-}
-
-/// One line of the `check` report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub status: Status,
-    /// `apparmor` or `selinux`.
-    pub what: &'static str,
-    pub message: String,
-}
 
 fn finding(status: Status, what: &'static str, message: String) -> Finding {
     Finding { status, what, message }
