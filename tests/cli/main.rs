@@ -1,6 +1,7 @@
 //! Integration tests: they run the built binary, as an operator or libvirt would.
 //! Tests that need root, a real libvirtd or virt-xml-validate skip with a printed reason elsewhere.
 
+mod ansible;
 mod common;
 mod e2e;
 mod filter;
