@@ -2,6 +2,7 @@
 //! Tests that need root, a real libvirtd or virt-xml-validate skip with a printed reason elsewhere.
 //! Tests that change this host (e2e, the .deb install) run only with VPH_SYSTEM_TESTS=1.
 
+mod ansible;
 mod common;
 mod e2e;
 mod filter;

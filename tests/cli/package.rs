@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use crate::common::*;
 
-/// The packages `packaging/build.sh` wrote, built once for both tests. Empty when it failed
+/// The packages `packaging/build.sh` wrote, built once for both tests and the Ansible test. Empty when it failed
 /// (e.g. rpmbuild is missing): each script then builds its own package, or says why it cannot.
-fn built_packages() -> &'static [PathBuf] {
+pub(crate) fn built_packages() -> &'static [PathBuf] {
     static BUILT: OnceLock<Vec<PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build.sh");
