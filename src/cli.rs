@@ -22,8 +22,10 @@ COMMANDS:
         --dry-run prints what would change; --diff prints a unified diff.
     define [--connect URI] [--validate] FILE|-
         Rewrite the XML, then 'virsh define' it (virsh's errors and exit code pass through).
-    apply [--connect URI] [--live] [--dry-run] (--all | DOMAIN...)
-        Enable the configured events on already-defined guests with 'virsh perf'.
+    apply [--connect URI] [--dry-run] (--all | DOMAIN...)
+        Make the persistent config of already-defined guests match: add the configured
+        events, remove those this host cannot have (virsh dumpxml, rewrite, virsh define).
+        A running guest gets them at its next start (boot, restore or migration).
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]
@@ -179,6 +181,11 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
     Ok(Invocation { command, config, verbosity })
 }
 
+/// Why `apply --live` is refused.
+const APPLY_LIVE: &str = "apply: --live is gone: counters enabled on a running guest miss its vCPU threads \
+     (libvirt counts only threads created after it opens them); they start complete at the guest's next \
+     start (boot, restore or migration), so apply changes the persistent config only";
+
 fn command(words: &[String]) -> Result<Command> {
     // `-- COMMAND ARGS…`: everything after the command is an operand.
     let (words, all_operands) = match words.split_first() {
@@ -213,13 +220,15 @@ fn command(words: &[String]) -> Result<Command> {
         "apply" => {
             let connect = flags.value(&["--connect", "-C"])?;
             let all = flags.take("--all");
-            let live = flags.take("--live");
+            if flags.take("--live") {
+                return Err(Error::Usage(APPLY_LIVE.into()));
+            }
             let dry_run = flags.take("--dry-run");
             let domains = flags.positionals()?;
             if all != domains.is_empty() {
                 return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
             }
-            Command::Apply(virsh::ApplyOpts { connect, all, live, dry_run, domains })
+            Command::Apply(virsh::ApplyOpts { connect, all, dry_run, domains })
         }
         "events" => {
             let json = flags.take("--json");
@@ -339,17 +348,17 @@ mod tests {
         assert_eq!(p(&["filter", "-c", "a", "-"]).unwrap().config, Some(PathBuf::from("a")));
         let q = p(&["qemu", "-weird", "restore", "begin", "-"]).unwrap();
         assert_eq!(q.command, Command::Qemu(vec!["-weird".into(), "restore".into(), "begin".into(), "-".into()]));
-        let a = p(&["apply", "--connect", "test:///default", "--live", "a", "b"]).unwrap();
+        let a = p(&["apply", "--connect", "test:///default", "a", "b"]).unwrap();
         assert_eq!(
             a.command,
             Command::Apply(virsh::ApplyOpts {
                 connect: Some("test:///default".into()),
                 all: false,
-                live: true,
                 dry_run: false,
                 domains: vec!["a".into(), "b".into()]
             })
         );
+
         assert_eq!(p(&["-v", "-v", "events", "--json"]).unwrap().verbosity, 2);
         assert_eq!(p(&["check", "--help"]).unwrap().command, Command::Help);
     }
@@ -381,6 +390,7 @@ mod tests {
             (&["define"][..], "give a FILE"),
             (&["apply"][..], "--all or domain names"),
             (&["apply", "--all", "x"][..], "--all or domain names"),
+            (&["apply", "--live", "--all"][..], "--live is gone: counters enabled on a running guest miss its vCPU threads"),
             (&["events", "x"][..], "unexpected argument 'x'"),
             (&["--config"][..], "needs a file path"),
         ] {
