@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{hook, report, virsh, Ctx};
+use crate::cmd::{hook, report, status, virsh, Ctx};
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -26,6 +26,10 @@ COMMANDS:
         Make the persistent config of already-defined guests match: add the configured
         events, remove those this host cannot have (virsh dumpxml, rewrite, virsh define).
         A running guest gets them at its next start (boot, restore or migration).
+    status [--connect URI] [--json] (--all | DOMAIN...)
+        Per guest: events in its config and live, whether its live counters are complete,
+        and events that make its next start fail here. Changes nothing. Exits 0 only when
+        no counters are partial or unknown and nothing is at risk.
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]
@@ -48,7 +52,8 @@ OPTIONS:
     -V, --version       Version
 
 EXIT STATUS:
-    0 success; 1 failure (I/O, virsh, or 'check' found problems); 2 usage error;
+    0 success; 1 failure (I/O, virsh, 'check' found problems, or 'status' found counters
+    that are partial or unknown or events at risk); 2 usage error;
     3 config error; 4 domain XML rejected. 'define' passes virsh's exit status through.
     Hook mode exits 0 on any internal error unless the config says \"on_error\": \"fail\".
 ";
@@ -60,6 +65,7 @@ pub enum Command {
     Filter { mode: FilterMode, input: Option<String> },
     Define(virsh::DefineOpts),
     Apply(virsh::ApplyOpts),
+    Status(status::StatusOpts),
     Events { json: bool },
     Check { json: bool },
     Refresh,
@@ -129,6 +135,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Filter { mode, input } => filter::run(ctx, mode, input.as_deref()),
         Command::Define(o) => virsh::define(ctx, &o),
         Command::Apply(o) => virsh::apply(ctx, &o),
+        Command::Status(o) => status::status(ctx, &o),
         Command::Events { json } => report::events(ctx, json),
         Command::Check { json } => report::check(ctx, json),
         Command::Refresh => report::refresh(ctx),
@@ -229,6 +236,16 @@ fn command(words: &[String]) -> Result<Command> {
                 return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
             }
             Command::Apply(virsh::ApplyOpts { connect, all, dry_run, domains })
+        }
+        "status" => {
+            let connect = flags.value(&["--connect", "-C"])?;
+            let all = flags.take("--all");
+            let json = flags.take("--json");
+            let domains = flags.positionals()?;
+            if all != domains.is_empty() {
+                return Err(Error::Usage("status: give --all or domain names (not both)".into()));
+            }
+            Command::Status(status::StatusOpts { connect, json, all, domains })
         }
         "events" => {
             let json = flags.take("--json");
@@ -358,7 +375,10 @@ mod tests {
                 domains: vec!["a".into(), "b".into()]
             })
         );
-
+        assert_eq!(
+            p(&["status", "--json", "--all"]).unwrap().command,
+            Command::Status(status::StatusOpts { connect: None, json: true, all: true, domains: vec![] })
+        );
         assert_eq!(p(&["-v", "-v", "events", "--json"]).unwrap().verbosity, 2);
         assert_eq!(p(&["check", "--help"]).unwrap().command, Command::Help);
     }
@@ -391,6 +411,8 @@ mod tests {
             (&["apply"][..], "--all or domain names"),
             (&["apply", "--all", "x"][..], "--all or domain names"),
             (&["apply", "--live", "--all"][..], "--live is gone: counters enabled on a running guest miss its vCPU threads"),
+            (&["status"][..], "status: give --all or domain names"),
+            (&["status", "--live", "x"][..], "unknown option '--live'"),
             (&["events", "x"][..], "unexpected argument 'x'"),
             (&["--config"][..], "needs a file path"),
         ] {

@@ -8,4 +8,5 @@ mod hook;
 mod hostile;
 mod host;
 mod package;
+mod status;
 mod virsh;

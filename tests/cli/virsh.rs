@@ -86,6 +86,11 @@ esac
         self.dir.write(&format!("dom/{}/xml", hex(name)), &FakeVirsh::xml(name, perf));
     }
 
+    /// The live XML of a running domain, with `perf`.
+    pub fn live(&self, name: &str, perf: &str) {
+        self.dir.write(&format!("dom/{}/live", hex(name)), &FakeVirsh::xml(name, perf));
+    }
+
     /// The persistent XML as it is now (after any define).
     pub fn persistent(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("dom/{}/xml", hex(name)))).unwrap()
