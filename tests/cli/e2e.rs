@@ -3,168 +3,33 @@
 //! the configured software events are live afterwards while the hardware event this host cannot
 //! open is dropped (so the guest still restores).
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::skip;
+use crate::libvirt_or_skip;
 
-const URI: &str = "qemu:///system";
 const GUEST: &str = "vph-e2e-t1";
-const QEMU_D: &str = "/etc/libvirt/hooks/qemu.d";
-const DAEMON_D: &str = "/etc/libvirt/hooks/daemon.d";
-const CACHE_DIR: &str = "/var/cache/virt-perf-hook";
-
-fn virsh(args: &[&str]) -> Output {
-    Command::new("virsh").args(["-q", "-c", URI]).args(args).output().unwrap()
-}
-
-fn virsh_ok(args: &[&str]) -> String {
-    let o = virsh(args);
-    assert!(o.status.success(), "virsh {args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
-fn running(name: &str) -> bool {
-    Command::new("pgrep").args(["-x", name]).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn pid_of(pidfile: &str) -> Option<i32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
-
-fn stop(pidfile: &str) {
-    if let Some(pid) = pid_of(pidfile) {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Everything the test changed on the host, undone on drop (also when an assertion fails).
-struct Host {
-    installed: Vec<PathBuf>,
-    started_virtlogd: bool,
-    started_libvirtd: bool,
-    cache_existed: bool,
-    dev_log: bool,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if self.started_libvirtd {
-            let _ = virsh(&["destroy", GUEST]);
-            let _ = virsh(&["undefine", GUEST, "--managed-save"]);
-            stop("/run/libvirtd.pid");
-        }
-        if self.started_virtlogd {
-            stop("/run/virtlogd.pid");
-        }
-        for p in &self.installed {
-            let _ = std::fs::remove_file(p);
-        }
-        if !self.cache_existed {
-            let _ = std::fs::remove_dir_all(CACHE_DIR);
-        }
-        if self.dev_log {
-            let _ = std::fs::remove_file("/dev/log");
-        }
-    }
-}
-
-/// The shipped entry script, pointed at the built binary and the test's config.
-fn install_entry(src: &str, dest: &Path, config: &Path, host: &mut Host) {
-    host.installed.push(shipped_entry(src, dest, &format!("{BIN} --config {}", config.display())));
-}
-
-/// Collects syslog lines when no syslog daemon owns /dev/log (as in CI).
-fn listen_syslog(host: &mut Host) -> Option<Arc<Mutex<Vec<String>>>> {
-    if Path::new("/dev/log").exists() {
-        return None;
-    }
-    let sock = UnixDatagram::bind("/dev/log").ok()?;
-    host.dev_log = true;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = sock.recv(&mut buf) {
-            sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    });
-    Some(lines)
-}
-
-fn write_config(path: &Path, events: &[&str]) {
-    let cfg = serde_json::json!({ "enabled_perf_events": events });
-    std::fs::write(path, cfg.to_string()).unwrap();
-    set_mode(path, 0o644);
-}
 
 #[test]
 fn save_restore_and_managedsave_on_real_libvirtd() {
-    if !is_root() {
-        skip!("needs root to run libvirtd");
-    }
-    for prog in ["libvirtd", "virsh", "virtlogd"] {
-        if !have(prog) {
-            skip!("{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients qemu-system-x86)");
-        }
-    }
-    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-        skip!("qemu-system-x86_64 not installed");
-    }
-    let _lock = host_lock();
-    let _flock = system_flock();
-    if running("libvirtd") || running("virtqemud") {
-        skip!("a libvirt daemon is already running; this test starts its own so it finds the hooks");
-    }
-
+    let mut host = libvirt_or_skip!();
     let work = TempDir::new("e2e");
     let config = work.path().join("config.json");
     // cpu_cycles is hardware: it cannot be opened on a host without a PMU and must be dropped.
     write_config(&config, &["page_faults", "cpu_clock", "cpu_cycles"]);
-    let mut host = Host {
-        installed: Vec::new(),
-        started_virtlogd: false,
-        started_libvirtd: false,
-        cache_existed: Path::new(CACHE_DIR).exists(),
-        dev_log: false,
-    };
-    let syslog = listen_syslog(&mut host);
+    let syslog = host.listen_syslog();
 
     // A recorder first in the chain: it prints nothing, so libvirt hands our entry the original XML.
     let record = work.path().join("hook.log");
-    let recorder = Path::new(QEMU_D).join("00-vph-e2e-record");
-    std::fs::create_dir_all(QEMU_D).unwrap();
-    std::fs::write(&recorder, format!("#!/bin/sh\necho \"$*\" >> {}\ncat >/dev/null\n", record.display())).unwrap();
-    set_mode(&recorder, 0o755);
-    host.installed.push(recorder);
-    install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), &config, &mut host);
-    install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), &config, &mut host);
-
-    // A usable /dev/kvm spares libvirt a multi-second capability re-probe on every call.
-    if Path::new("/dev/kvm").exists() {
-        let _ = Command::new("chgrp").args(["kvm", "/dev/kvm"]).status();
-        let _ = Command::new("chmod").args(["0660", "/dev/kvm"]).status();
-    }
-    if !running("virtlogd") {
-        assert!(Command::new("virtlogd").arg("-d").status().unwrap().success());
-        host.started_virtlogd = true;
-    }
+    host.install_exec(
+        &Path::new(QEMU_D).join("00-vph-e2e-record"),
+        &format!("#!/bin/sh\necho \"$*\" >> {}\ncat >/dev/null\n", record.display()),
+    );
+    host.install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), &config, None);
+    host.install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), &config, None);
     // Hooks are found at daemon start only: they are in place before this.
-    assert!(Command::new("libvirtd").arg("-d").status().unwrap().success());
-    host.started_libvirtd = true;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !virsh(&["version"]).status.success() {
-        assert!(Instant::now() < deadline, "libvirtd did not come up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    host.start();
 
     // The daemon hook refreshed the cache at daemon start.
     let state = Path::new(CACHE_DIR).join("state.json");
@@ -174,15 +39,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     }
     assert!(state.exists(), "daemon start hook did not write {}", state.display());
 
-    let xml = work.write(
-        "t1.xml",
-        &format!(
-            "<domain type='qemu'><name>{GUEST}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\n\
-             <os><type arch='x86_64' machine='pc'>hvm</type></os>\n\
-             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>\n"
-        ),
-    );
-    virsh_ok(&["define", xml.to_str().unwrap()]);
+    host.define(GUEST, &tcg_guest(GUEST, ""), &work);
     virsh_ok(&["start", GUEST]);
     assert!(!virsh_ok(&["dumpxml", GUEST]).contains("<perf>"), "a plain start is not rewritten");
 

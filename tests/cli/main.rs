@@ -4,6 +4,7 @@
 mod common;
 mod e2e;
 mod filter;
+mod heal;
 mod hook;
 mod hostile;
 mod host;
