@@ -80,11 +80,19 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
         log::warn!("no domains defined{}", virsh.on());
         return Ok(exit::OK);
     }
-    // One call for all domains: which are active (their change waits for their next start).
+    // One call each for all domains: which are active (their change waits for their next
+    // start), and which are transient (no persistent config; defining one would make it
+    // persistent).
     let active = virsh.list(&["--name"])?;
+    let transient = virsh.list(&["--transient", "--name"])?;
     let mut rows = Vec::with_capacity(names.len());
     for name in &names {
-        let row = apply_one(&virsh, &cfg, &plan, name, o.dry_run, &active)?;
+        let row = if transient.contains(name) {
+            let detail = "transient: it has no persistent config to change".to_string();
+            Row { domain: name.clone(), result: Outcome::Skipped, detail }
+        } else {
+            apply_one(&virsh, &cfg, &plan, name, o.dry_run, &active)?
+        };
         match row.result {
             Outcome::Failed => log::warn!("domain '{name}': {}", row.detail),
             _ => log::info!("domain '{name}': {} ({})", row.result.as_str(), row.detail),

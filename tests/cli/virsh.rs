@@ -39,13 +39,19 @@ while [ $# -gt 0 ]; do
     --file) file=$2; shift;;
     --inactive) inactive=1;;
     --all) all=1;;
+    --transient) all=transient;;
   esac
   shift
 done
 hexname() {{ printf %s "$1" | od -An -tx1 | tr -d ' \n'; }}
 case $cmd in
   version) cat "$F/version";;
-  list) if [ -n "$all" ]; then cat "$F/list-all"; else cat "$F/list-active"; fi;;
+  list)
+    case $all in
+      transient) cat "$F/list-transient" 2>/dev/null || echo;;
+      1) cat "$F/list-all";;
+      *) cat "$F/list-active";;
+    esac;;
   dumpxml)
     d="$F/dom/$(hexname "$dom")"
     if [ -z "$dom" ] || [ ! -d "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
@@ -170,12 +176,14 @@ fn mixed() -> FakeVirsh {
     f.domain("said-no", &perf(&[("cpu_clock", "no")]));
     f.domain("all-set", &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")]));
     f.domain("skip-me", "");
+    f.domain("temp", "");
     for n in WEIRD {
         f.domain(n, "");
     }
-    let mut all = vec!["broken", "no-perf", "partial", "said-no", "all-set", "skip-me"];
+    let mut all = vec!["broken", "no-perf", "partial", "said-no", "all-set", "skip-me", "temp"];
     all.extend(WEIRD);
-    f.lists(&all, &["no-perf"]);
+    f.lists(&all, &["no-perf", "temp"]);
+    f.dir.write("list-transient", "temp\n\n");
     f
 }
 
@@ -211,9 +219,12 @@ fn apply_mixed_guests_respect() {
     }
     assert!(log.iter().all(|l| !l.contains("[skip-me]")), "an excluded guest is not touched");
     assert!(log.iter().all(|l| !l.starts_with("[perf]")), "no virsh perf: {log:?}");
+    // A transient guest has no persistent config: defining it would make it persistent.
+    assert_eq!(row(&out, "temp"), ("skipped".into(), "transient: it has no persistent config to change".into()));
+    assert!(log.iter().all(|l| !l.contains("[temp]")), "a transient guest is not touched");
     // The pinned version means no `virsh version`; --all means one `list --all --name`, and one
-    // `list --name` tells the running guests.
-    assert_eq!(log[..2], ["[list][--all][--name]", "[list][--name]"]);
+    // `list --name` and one `list --transient --name` tell the running and transient guests.
+    assert_eq!(log[..3], ["[list][--all][--name]", "[list][--name]", "[list][--transient][--name]"]);
     // broken, no-perf, partial, said-no and the weird names: the loop went on past the failure.
     let defines = f.define_calls();
     assert_eq!(defines.len(), 4 + WEIRD.len(), "{defines:?}");
@@ -441,16 +452,20 @@ pub fn real_libvirtd_checks(uri: &str) {
     // No -q: `virsh -q perf` prints nothing at all.
     let virsh = |args: &[&str]| Command::new("virsh").args(["-c", uri]).args(args).output().unwrap();
     let names = ["vph-apply-defined", "vph-apply-none", "vph-apply-partial", "vph-apply-said-no", "vph-apply-excluded"];
+    let transient = "vph-apply-transient";
     struct Cleanup<'a>(&'a str, &'a [&'a str]);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
             for n in self.1 {
-                let _ = Command::new("virsh").args(["-q", "-c", self.0, "undefine", "--domain", n]).output();
+                for cmd in ["destroy", "undefine"] {
+                    let _ = Command::new("virsh").args(["-q", "-c", self.0, cmd, "--domain", n]).output();
+                }
             }
         }
     }
-    drop(Cleanup(uri, &names)); // leftovers of an earlier run
-    let _cleanup = Cleanup(uri, &names);
+    let all_names = [&names[..], &[transient]].concat();
+    drop(Cleanup(uri, &all_names)); // leftovers of an earlier run
+    let _cleanup = Cleanup(uri, &all_names);
     let template = |name: &str, perf: &str| {
         format!("<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>{perf}<devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>")
     };
@@ -529,6 +544,15 @@ pub fn real_libvirtd_checks(uri: &str) {
     for n in &names[..4] {
         assert_eq!(row(&out, n).0, "ok", "{}", stdout(&out));
     }
+
+    // 6. A transient guest is left alone: defining its XML would make it persistent.
+    let f = root.write("transient.xml", &template(transient, ""));
+    let out = virsh(&["create", "--file", f.to_str().unwrap()]);
+    assert!(out.status.success(), "virsh create: {}", stderr(&out));
+    let out = run_in(root.path(), &["--config", cfg, "apply", "--connect", uri, transient], "");
+    assert_eq!(row(&out, transient), ("skipped".into(), "transient: it has no persistent config to change".into()));
+    let info = stdout(&virsh(&["dominfo", "--domain", transient]));
+    assert!(info.lines().any(|l| l.starts_with("Persistent:") && l.ends_with("no")), "{info}");
 }
 
 /// A host part in the URI means another host: nothing probed or cached here applies to it.
