@@ -204,7 +204,7 @@ fn inspect(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, active: &[Strin
         return Ok(None);
     }
     g.uuid = doc.uuid().map(str::to_string);
-    g.running = active.iter().any(|a| *a == g.domain);
+    g.running = active.contains(&g.domain);
     g.config_events = enabled(&doc);
     // What the rewrite would take out, whatever "unsupported" says: this is about the next start.
     g.at_risk = filter::unusable_in(plan, &doc).into_iter().map(|u| AtRisk { event: u.event, reason: u.reason }).collect();
