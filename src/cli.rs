@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{hook, report, virsh, Ctx};
+use crate::cmd::{hook, report, status, virsh, Ctx};
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -22,9 +22,15 @@ COMMANDS:
         --dry-run prints what would change; --diff prints a unified diff.
     define [-C|--connect URI] [--validate] FILE|-
         Rewrite the XML, then 'virsh define' it (virsh's errors and exit code pass through).
-    apply [-C|--connect URI] [--live] [--dry-run] (--all | DOMAIN...)
-        Enable the configured events on already-defined guests with 'virsh perf'.
+    apply [-C|--connect URI] [--dry-run] (--all | DOMAIN...)
+        Make the persistent config of already-defined guests match: add the configured
+        events, remove those this host cannot have (virsh dumpxml, rewrite, virsh define).
+        A running guest gets them at its next start (boot, restore or migration).
         DOMAIN is a name, UUID or ID. -C/--connect is virsh's -c URI (-c here is --config).
+    status [-C|--connect URI] [--json] (--all | DOMAIN...)
+        Per guest: events in its config and live, whether its live counters are complete,
+        and events that make its next start fail here. Changes nothing. Exits 0 only when
+        no counters are partial or unknown and nothing is at risk.
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]
@@ -49,7 +55,8 @@ OPTIONS:
     separate (-cPATH, -c PATH, --config=PATH). Arguments after -- are operands (a domain named -x).
 
 EXIT STATUS:
-    0 success; 1 failure (I/O, virsh, or 'check' found problems); 2 usage error;
+    0 success; 1 failure (I/O, virsh, 'check' found problems, or 'status' found counters
+    that are partial or unknown or events at risk); 2 usage error;
     3 config error; 4 domain XML rejected. 'define' passes virsh's exit status through.
     Hook mode exits 0 on any internal error unless the config says \"on_error\": \"fail\".
 ";
@@ -61,6 +68,7 @@ pub enum Command {
     Filter { mode: FilterMode, input: Option<String> },
     Define(virsh::DefineOpts),
     Apply(virsh::ApplyOpts),
+    Status(status::StatusOpts),
     Events { json: bool },
     Check { json: bool },
     Refresh,
@@ -130,6 +138,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Filter { mode, input } => filter::run(ctx, mode, input.as_deref()),
         Command::Define(o) => virsh::define(ctx, &o),
         Command::Apply(o) => virsh::apply(ctx, &o),
+        Command::Status(o) => status::status(ctx, &o),
         Command::Events { json } => report::events(ctx, json),
         Command::Check { json } => report::check(ctx, json),
         Command::Refresh => report::refresh(ctx),
@@ -193,7 +202,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
     Ok(Invocation { command, config, verbosity })
 }
 
-const COMMANDS: &[&str] = &["help", "version", "filter", "define", "apply", "events", "check", "refresh"];
+const COMMANDS: &[&str] = &["help", "version", "filter", "define", "apply", "status", "events", "check", "refresh"];
 
 fn utf8(arg: OsString) -> Result<String> {
     arg.into_string().map_err(|a| Error::Usage(format!("argument {a:?} is not valid UTF-8")))
@@ -241,6 +250,11 @@ impl CommandOpts {
     }
 }
 
+/// Why `apply --live` is refused.
+const APPLY_LIVE: &str = "apply: --live is gone: counters enabled on a running guest miss its vCPU threads \
+     (libvirt counts only threads created after it opens them); they start complete at the guest's next \
+     start (boot, restore or migration), so apply changes the persistent config only";
+
 fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
     let cmd = match name {
         "help" => return Ok(Command::Help),
@@ -267,13 +281,25 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
         "apply" => {
             let connect = o.connect.take().map(|c| c.0);
             let all = o.take("all");
-            let live = o.take("live");
+            if o.take("live") {
+                return Err(Error::Usage(APPLY_LIVE.into()));
+            }
             let dry_run = o.take("dry-run");
             o.done(name)?;
             if all != o.operands.is_empty() {
                 return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
             }
-            Command::Apply(virsh::ApplyOpts { connect, all, live, dry_run, domains: o.operands })
+            Command::Apply(virsh::ApplyOpts { connect, all, dry_run, domains: o.operands })
+        }
+        "status" => {
+            let connect = o.connect.take().map(|c| c.0);
+            let all = o.take("all");
+            let json = o.take("json");
+            o.done(name)?;
+            if all != o.operands.is_empty() {
+                return Err(Error::Usage("status: give --all or domain names (not both)".into()));
+            }
+            Command::Status(status::StatusOpts { connect, json, all, domains: o.operands })
         }
         "events" | "check" => {
             let json = o.take("json");
@@ -312,16 +338,19 @@ mod tests {
         assert_eq!(p(&["filter", "-c", "a", "-"]).unwrap().config, Some(PathBuf::from("a")));
         let q = p(&["qemu", "-weird", "restore", "begin", "-"]).unwrap();
         assert_eq!(q.command, Command::Qemu(vec!["-weird".into(), "restore".into(), "begin".into(), "-".into()]));
-        let a = p(&["apply", "--connect", "test:///default", "--live", "a", "b"]).unwrap();
+        let a = p(&["apply", "--connect", "test:///default", "a", "b"]).unwrap();
         assert_eq!(
             a.command,
             Command::Apply(virsh::ApplyOpts {
                 connect: Some("test:///default".into()),
                 all: false,
-                live: true,
                 dry_run: false,
                 domains: vec!["a".into(), "b".into()]
             })
+        );
+        assert_eq!(
+            p(&["status", "--json", "--all"]).unwrap().command,
+            Command::Status(status::StatusOpts { connect: None, json: true, all: true, domains: vec![] })
         );
         assert_eq!(p(&["-v", "-v", "events", "--json"]).unwrap().verbosity, 2);
         assert_eq!(p(&["check", "--help"]).unwrap().command, Command::Help);
@@ -354,6 +383,9 @@ mod tests {
             (&["define"][..], "give a FILE"),
             (&["apply"][..], "--all or domain names"),
             (&["apply", "--all", "x"][..], "--all or domain names"),
+            (&["apply", "--live", "--all"][..], "--live is gone: counters enabled on a running guest miss its vCPU threads"),
+            (&["status"][..], "status: give --all or domain names"),
+            (&["status", "--live", "x"][..], "unknown option '--live'"),
             (&["events", "x"][..], "unexpected argument 'x'"),
             (&["--config"][..], "needs a file path"),
         ] {

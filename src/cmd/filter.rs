@@ -1,12 +1,13 @@
 //! The job shared by `filter`, `define` and the hook: config + host plan + XML → rewritten XML.
 
+use std::collections::HashSet;
 use std::io::Write;
 
 use super::{read_input, Ctx};
-use crate::core::config::{printable, Config};
+use crate::core::config::{printable, Config, Unsupported};
 use crate::core::diff;
-use crate::core::rewrite::{Document, Outcome};
-use crate::host::plan::{self, Plan, Target};
+use crate::core::rewrite::{Document, Outcome, Removals};
+use crate::host::plan::{self, Plan, Target, Unusable};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
 
@@ -24,6 +25,8 @@ pub struct Filtered {
     /// `None` when `domains.include/exclude` left the domain alone.
     pub outcome: Option<Outcome>,
     pub plan: Plan,
+    /// Events taken out of the XML because this host cannot have them, with why.
+    pub removed: Vec<Unusable>,
 }
 
 impl Filtered {
@@ -33,10 +36,20 @@ impl Filtered {
     }
 
     /// Logs the one line describing this rewrite: a warning when events were dropped (the
-    /// operator asked for something this host cannot give), else info.
+    /// operator asked for something this host cannot give) or removed from the guest, else info.
     pub fn log(&self, context: &str) {
-        let level = if self.plan.dropped.is_empty() { log::Level::Info } else { log::Level::Warn };
+        let level = if self.notable() { log::Level::Warn } else { log::Level::Info };
         log::log!(level, "{context}{}", self.describe());
+    }
+
+    /// Whether configured events were dropped or the guest lost events: worth a warning.
+    pub fn notable(&self) -> bool {
+        !self.plan.dropped.is_empty() || !self.removed.is_empty()
+    }
+
+    /// Why the event `name` was removed, for messages.
+    pub fn why_removed(&self, name: &str) -> Option<String> {
+        self.removed.iter().find(|u| u.event == name).map(|u| u.reason.clone())
     }
 
     /// One line for logs and `filter --dry-run`.
@@ -44,7 +57,7 @@ impl Filtered {
         let mut s = format!("domain '{}': ", printable(&self.domain));
         match &self.outcome {
             None => s.push_str("not selected by the config's domains include/exclude; unchanged"),
-            Some(o) => s.push_str(&o.summary()),
+            Some(o) => s.push_str(&o.summary_with(|e| self.why_removed(e))),
         }
         for d in &self.plan.dropped {
             s.push_str(&format!("; dropped {} ({})", d.event, d.reason));
@@ -64,18 +77,52 @@ pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, 
     let domain = domain.or(doc.name()).unwrap_or_default().to_string();
     if !cfg.domains.selects(&domain) {
         log::info!("domain '{}' is not selected by the config's domains include/exclude", printable(&domain));
-        return Ok(Filtered { domain, outcome: None, plan: Plan::default() });
+        return Ok(Filtered { domain, outcome: None, plan: Plan::default(), removed: Vec::new() });
     }
     let plan = plan::plan_for(paths, cfg, target);
-    let outcome = doc.rewrite(&plan.add, cfg.existing)?;
-    Ok(Filtered { domain, outcome: Some(outcome), plan })
+    rewrite_planned(cfg, plan, &doc, domain)
+}
+
+/// Rewrites a selected domain with `plan`: adds the plan's events and, unless the config says
+/// `"unsupported": "keep"`, takes out what this host cannot have.
+pub fn rewrite_planned(cfg: &Config, plan: Plan, doc: &Document<'_>, domain: String) -> Result<Filtered> {
+    let unusable = match cfg.unsupported {
+        Unsupported::Remove => unusable_in(&plan, doc),
+        Unsupported::Keep => Vec::new(),
+    };
+    let names = |rejected: bool| -> Vec<&str> {
+        unusable.iter().filter(|u| u.rejected == rejected).map(|u| u.event.as_str()).collect()
+    };
+    let (always, if_enabled) = (names(true), names(false));
+    let outcome = doc.rewrite(&plan.add, &Removals { if_enabled: &if_enabled, always: &always }, cfg.existing)?;
+    let gone: HashSet<&str> = outcome.removed.iter().map(String::as_str).collect();
+    let removed = unusable.iter().filter(|u| gone.contains(u.event.as_str())).cloned().collect();
+    Ok(Filtered { domain, outcome: Some(outcome), plan, removed })
+}
+
+/// The events in `doc` that make the guest fail here: enabled ones the host cannot open, and
+/// names this libvirt rejects in any state. The first occurrence of a name decides (later ones
+/// are duplicates, which the rewrite drops anyway).
+pub fn unusable_in(plan: &Plan, doc: &Document<'_>) -> Vec<Unusable> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::new();
+    for (name, enabled) in doc.perf_events() {
+        if !seen.insert(name) {
+            continue;
+        }
+        match plan.unusable(name) {
+            Some(u) if u.rejected || enabled == Some("yes") => out.push(u),
+            _ => {}
+        }
+    }
+    out
 }
 
 pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = read_input(input)?;
     let result = filter(&ctx.paths, &cfg, &xml, None)?;
-    if !result.plan.dropped.is_empty() && mode != FilterMode::DryRun {
+    if result.notable() && mode != FilterMode::DryRun {
         result.log("");
     }
     let mut out = std::io::stdout().lock();

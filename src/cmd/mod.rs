@@ -11,6 +11,7 @@ use crate::support::paths::{Paths, CONFIG_ENV};
 pub mod filter;
 pub mod hook;
 pub mod report;
+pub mod status;
 pub mod virsh;
 pub mod watch;
 

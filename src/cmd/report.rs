@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::Ctx;
-use crate::core::config::Config;
+use crate::core::config::{Config, Unsupported};
 use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
 use crate::host::cache;
@@ -132,7 +132,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
         Ok(cfg) => {
             let n = cfg.enabled_perf_events.len();
             let msg = if n == 0 {
-                "valid; no events configured, so the tool changes nothing".to_string()
+                "valid; no events configured, so none are added (guests are still healed: see \"unsupported\")".to_string()
             } else {
                 format!("valid; {n} events configured: {}", cfg.enabled_perf_events.join(", "))
             };
@@ -165,6 +165,12 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     }
     if !cfg.host_probe {
         items.note("probe", "host_probe is off: events are not checked against this host".to_string());
+    }
+    if cfg.unsupported == Unsupported::Keep {
+        items.note(
+            "heal",
+            "unsupported is \"keep\": guests that enable events this host cannot have are not healed and fail to start".to_string(),
+        );
     }
     for ev in &a.plan.add {
         items.ok("event", format!("will add {ev}"));

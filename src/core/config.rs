@@ -23,6 +23,17 @@ pub enum OnError {
     Fail,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+/// What to do with an event a guest's XML enables but this host cannot have (config key
+/// `unsupported`).
+pub enum Unsupported {
+    /// Take it out of `<perf>`, so the guest starts (the default).
+    Remove,
+    /// Leave the XML as it is (libvirt then refuses to start the guest).
+    Keep,
+}
+
 /// Shell globs on the domain name: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Domains {
@@ -51,6 +62,7 @@ pub struct Config {
     pub libvirt_version: Option<Version>,
     pub host_probe: bool,
     pub existing: Existing,
+    pub unsupported: Unsupported,
     pub on_error: OnError,
     pub domains: Domains,
 }
@@ -62,13 +74,15 @@ impl Default for Config {
             libvirt_version: None,
             host_probe: true,
             existing: Existing::Respect,
+            unsupported: Unsupported::Remove,
             on_error: OnError::Pass,
             domains: Domains::default(),
         }
     }
 }
 
-const KEYS: &[&str] = &["enabled_perf_events", "libvirt_version", "host_probe", "existing", "on_error", "domains"];
+const KEYS: &[&str] =
+    &["enabled_perf_events", "libvirt_version", "host_probe", "existing", "unsupported", "on_error", "domains"];
 
 impl Config {
     /// Reads and validates the config file. The file must be a regular file (not a symlink),
@@ -114,6 +128,12 @@ impl Config {
                     cfg.existing = match one_of(key, val, &["respect", "override"])? {
                         "respect" => Existing::Respect,
                         _ => Existing::Override,
+                    }
+                }
+                "unsupported" => {
+                    cfg.unsupported = match one_of(key, val, &["remove", "keep"])? {
+                        "remove" => Unsupported::Remove,
+                        _ => Unsupported::Keep,
                     }
                 }
                 "on_error" => {
@@ -354,6 +374,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert!(c.host_probe);
         assert_eq!(c.existing, Existing::Respect);
+        assert_eq!(c.unsupported, Unsupported::Remove);
         assert_eq!(c.on_error, OnError::Pass);
         assert!(c.domains.selects("anything"));
     }
@@ -362,7 +383,7 @@ mod tests {
     fn full() {
         let c = Config::parse(
             r#"{"enabled_perf_events": ["page_faults", "cpu_cycles"], "libvirt_version": "9.0.0",
-                "host_probe": false, "existing": "override", "on_error": "fail",
+                "host_probe": false, "existing": "override", "unsupported": "keep", "on_error": "fail",
                 "domains": {"include": ["instance-*"], "exclude": ["*-test"]}}"#,
         )
         .unwrap();
@@ -370,6 +391,7 @@ mod tests {
         assert_eq!(c.libvirt_version, Some(Version::new(9, 0, 0)));
         assert!(!c.host_probe);
         assert_eq!(c.existing, Existing::Override);
+        assert_eq!(c.unsupported, Unsupported::Keep);
         assert_eq!(c.on_error, OnError::Fail);
         assert!(c.domains.selects("instance-0001"));
         assert!(!c.domains.selects("instance-0001-test"));
@@ -392,6 +414,7 @@ mod tests {
         assert!(err(r#"{"colour": 1}"#).starts_with("unknown key 'colour'; known keys: enabled_perf_events"));
         assert_eq!(err(r#"{"host_probe": "yes"}"#), "host_probe: expected true or false, got a string");
         assert_eq!(err(r#"{"existing": "keep"}"#), "existing: 'keep' is not allowed; use \"respect\" or \"override\"");
+        assert_eq!(err(r#"{"unsupported": "drop"}"#), "unsupported: 'drop' is not allowed; use \"remove\" or \"keep\"");
         assert_eq!(err(r#"{"on_error": 1}"#), "on_error: expected \"pass\" or \"fail\", got a number");
         assert!(err(r#"{"libvirt_version": "nine"}"#).starts_with("libvirt_version: 'nine' is not a libvirt version"));
         assert_eq!(err(r#"{"domains": {"incude": []}}"#), "unknown key 'domains.incude'; did you mean 'domains.include'?");

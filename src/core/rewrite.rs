@@ -1,4 +1,5 @@
-//! The domain-XML rewrite: a pure function from XML text and the events to add to XML text.
+//! The domain-XML rewrite: a pure function from XML text, the events to add and the events to
+//! remove to XML text.
 //!
 //! The document is tokenized (quick-xml) only to learn the byte spans of `<domain>`'s direct
 //! children and of every `<perf>/<event>`; the output is the input with a few splices applied.
@@ -63,6 +64,7 @@ struct Child {
 pub struct Document<'a> {
     text: &'a str,
     name: Option<String>,
+    uuid: Option<String>,
     children: Vec<Child>,
     perf: Vec<PerfBlock>,
     domain_start: usize,
@@ -89,6 +91,27 @@ pub struct Outcome {
     /// What produced `xml`: byte ranges of the input and their replacements, sorted, not
     /// overlapping (`filter --diff` shows just these).
     pub edits: Vec<(Range<usize>, String)>,
+    /// Events taken out because of [`Removals`], document order.
+    pub removed: Vec<String>,
+}
+
+/// Events to take out of `<perf>`. The rewrite only matches names; why an event goes is the
+/// caller's business (the host plan). An event named here is never added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removals<'r> {
+    /// Removed when `enabled='yes'` (libvirt would open it): events this host cannot open. An
+    /// entry with `enabled='no'` stays, so the guest's own choice survives a trip to a host
+    /// that can open it.
+    pub if_enabled: &'r [&'r str],
+    /// Removed whatever `enabled` says: names this libvirt rejects outright.
+    pub always: &'r [&'r str],
+}
+
+impl<'r> Removals<'r> {
+    /// The names as sets: a hostile document may name thousands of events.
+    fn sets(&self) -> (HashSet<&'r str>, HashSet<&'r str>) {
+        (self.if_enabled.iter().copied().collect(), self.always.iter().copied().collect())
+    }
 }
 
 impl Outcome {
@@ -98,6 +121,11 @@ impl Outcome {
 
     /// One-line summary for logs and `--dry-run`.
     pub fn summary(&self) -> String {
+        self.summary_with(|_| None)
+    }
+
+    /// [`Outcome::summary`], with `why(event)` after each removed event when it says something.
+    pub fn summary_with(&self, why: impl Fn(&str) -> Option<String>) -> String {
         let mut parts = Vec::new();
         let list = |v: &[&str]| v.join(",");
         if !self.added.is_empty() {
@@ -107,7 +135,7 @@ impl Outcome {
             parts.push(format!("enabled {}", list(&self.enabled)));
         }
         if !self.kept_disabled.is_empty() {
-            parts.push(format!("kept disabled {}", list(&self.kept_disabled)));
+            parts.push(format!("kept disabled {} (existing: respect)", list(&self.kept_disabled)));
         }
         if self.merged_blocks > 0 {
             parts.push(format!("merged {} extra <perf> block(s)", self.merged_blocks));
@@ -119,6 +147,21 @@ impl Outcome {
             let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
             parts.push(format!("removed duplicate {}{tail}", list(&d)));
         }
+        if !self.removed.is_empty() {
+            // Bounded like the duplicates.
+            let each: Vec<String> = self
+                .removed
+                .iter()
+                .take(8)
+                .map(|e| match why(e) {
+                    Some(w) => format!("{e} ({w})"),
+                    None => e.clone(),
+                })
+                .collect();
+            let more = self.removed.len().saturating_sub(each.len());
+            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+            parts.push(format!("removed {}{tail}", each.join(", ")));
+        }
         if parts.is_empty() {
             "unchanged".to_string()
         } else {
@@ -127,9 +170,10 @@ impl Outcome {
     }
 }
 
-/// Parse `xml`, then add `add` (catalog names, any order) following the `existing` policy.
-pub fn rewrite(xml: &str, add: &[&'static str], existing: Existing) -> Result<Outcome> {
-    Document::parse(xml)?.rewrite(add, existing)
+/// Parse `xml`, then add `add` (catalog names, any order) following the `existing` policy and
+/// take out `remove`.
+pub fn rewrite(xml: &str, add: &[&'static str], remove: &Removals<'_>, existing: Existing) -> Result<Outcome> {
+    Document::parse(xml)?.rewrite(add, remove, existing)
 }
 
 impl<'a> Document<'a> {
@@ -165,19 +209,32 @@ impl<'a> Document<'a> {
         self.name.as_deref()
     }
 
+    /// The domain's `<uuid>`, when present (as written; not checked).
+    pub fn uuid(&self) -> Option<&str> {
+        self.uuid.as_deref()
+    }
+
     /// Names of the events present in `<perf>` with their `enabled` value, document order.
     pub fn perf_events(&self) -> Vec<(&str, Option<&str>)> {
         self.perf.iter().flat_map(|b| &b.events).map(|e| (e.name.as_str(), e.enabled.as_deref())).collect()
     }
 
-    pub fn rewrite(&self, add: &[&'static str], existing: Existing) -> Result<Outcome> {
-        let mut want: Vec<&'static str> = add.to_vec();
+    pub fn rewrite(&self, add: &[&'static str], remove: &Removals<'_>, existing: Existing) -> Result<Outcome> {
+        let (if_enabled, always) = remove.sets();
+        let removes = |name: &str, enabled: Option<&str>| {
+            always.contains(name) || (enabled == Some("yes") && if_enabled.contains(name))
+        };
+        let mut want: Vec<&'static str> =
+            add.iter().copied().filter(|n| !if_enabled.contains(n) && !always.contains(n)).collect();
         want.sort_by_key(|n| events::index_of(n).unwrap_or(usize::MAX));
         want.dedup();
 
         let style = Style::detect(self);
         let mut out = Outcome::default();
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+        // Edits inside the first <perf>, dropped when the whole block goes.
+        let mut first_edits: Vec<(Range<usize>, String)> = Vec::new();
+        let mut first_kept = 0usize;
 
         // First occurrence of each event name wins; later ones are removed.
         let mut seen: HashSet<&str> = HashSet::new();
@@ -186,32 +243,37 @@ impl<'a> Document<'a> {
         for (bi, block) in self.perf.iter().enumerate() {
             for ev in &block.events {
                 let duplicate = !seen.insert(&ev.name);
+                let removed = !duplicate && removes(&ev.name, ev.enabled.as_deref());
                 if duplicate {
                     out.removed_duplicates.push(ev.name.clone());
+                } else if removed {
+                    out.removed.push(ev.name.clone());
+                }
+                if duplicate || removed {
+                    if bi == 0 {
+                        first_edits.push((style.whole_lines(ev.span.clone()), String::new()));
+                    }
+                    continue;
                 }
                 let wanted = want.iter().find(|w| **w == ev.name).copied();
                 let make_yes = match (wanted, ev.enabled.as_deref()) {
                     (Some(_), Some("yes")) | (None, _) => false,
                     (Some(w), Some("no")) if existing == Existing::Respect => {
-                        if !duplicate {
-                            out.kept_disabled.push(w);
-                        }
+                        out.kept_disabled.push(w);
                         false
                     }
                     (Some(_), _) => true,
                 };
-                if !duplicate && make_yes {
+                if make_yes {
                     out.enabled.push(wanted.unwrap_or_default());
                 }
-                let replacement = if make_yes { event_xml(&ev.name, &style) } else { self.text[ev.span.clone()].to_string() };
                 if bi == 0 {
-                    if duplicate {
-                        edits.push((style.whole_lines(ev.span.clone()), String::new()));
-                    } else if make_yes {
-                        edits.push((ev.span.clone(), replacement));
+                    first_kept += 1;
+                    if make_yes {
+                        first_edits.push((ev.span.clone(), event_xml(&ev.name, &style)));
                     }
-                } else if !duplicate {
-                    moved.push(replacement);
+                } else {
+                    moved.push(if make_yes { event_xml(&ev.name, &style) } else { self.text[ev.span.clone()].to_string() });
                 }
             }
             if bi > 0 {
@@ -226,8 +288,16 @@ impl<'a> Document<'a> {
         lines.extend(new.iter().map(|n| event_xml(n, &style)));
 
         match self.perf.first() {
-            Some(first) if !lines.is_empty() => edits.push(self.append_to_block(first, &lines, &style)),
-            Some(_) => {}
+            // Removal left nothing: no empty <perf/> behind (it would mean nothing to libvirt).
+            Some(first) if lines.is_empty() && first_kept == 0 && !out.removed.is_empty() => {
+                edits.push((style.whole_lines(first.span.clone()), String::new()));
+            }
+            Some(first) => {
+                edits.append(&mut first_edits);
+                if !lines.is_empty() {
+                    edits.push(self.append_to_block(first, &lines, &style));
+                }
+            }
             None if !lines.is_empty() => edits.push(self.new_block(&lines, &style)),
             None => {}
         }
@@ -423,6 +493,22 @@ pub fn line_col(text: &str, pos: usize) -> String {
     format!("line {line}, column {col}")
 }
 
+/// A `<domain>` child whose text the scanner keeps.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Name,
+    Uuid,
+}
+
+impl Document<'_> {
+    fn field(&mut self, f: Field) -> &mut Option<String> {
+        match f {
+            Field::Name => &mut self.name,
+            Field::Uuid => &mut self.uuid,
+        }
+    }
+}
+
 struct Scanner<'a> {
     text: &'a str,
     /// Bytes before what the tokenizer sees (a UTF-8 byte-order mark, which quick-xml would
@@ -434,8 +520,9 @@ struct Scanner<'a> {
     doc: Document<'a>,
     child_start: usize,
     child_name: String,
-    in_name: bool,
-    name_text: String,
+    /// The `<domain>` child whose text is being collected (`<name>` or `<uuid>`).
+    capture: Option<Field>,
+    captured: String,
     perf: Option<PerfBlock>,
     /// An `<event>` with content (`<event …>…</event>`) whose end is pending.
     open_event: Option<PerfEvent>,
@@ -460,6 +547,7 @@ impl<'a> Scanner<'a> {
             doc: Document {
                 text,
                 name: None,
+                uuid: None,
                 children: Vec::new(),
                 perf: Vec::new(),
                 domain_start: 0,
@@ -468,8 +556,8 @@ impl<'a> Scanner<'a> {
             },
             child_start: 0,
             child_name: String::new(),
-            in_name: false,
-            name_text: String::new(),
+            capture: None,
+            captured: String::new(),
             perf: None,
             open_event: None,
         }
@@ -499,8 +587,8 @@ impl<'a> Scanner<'a> {
                     if self.depth == 0 && !raw.trim().is_empty() {
                         return Err(self.err(start, "text outside the <domain> element"));
                     }
-                    if self.in_name {
-                        self.name_text.push_str(raw);
+                    if self.capture.is_some() {
+                        self.captured.push_str(raw);
                     }
                 }
                 XmlEvent::GeneralRef(r) => {
@@ -522,16 +610,16 @@ impl<'a> Scanner<'a> {
                     if self.depth == 0 {
                         return Err(self.err(start, "text outside the <domain> element"));
                     }
-                    if self.in_name {
-                        self.name_text.push_str(&resolved);
+                    if self.capture.is_some() {
+                        self.captured.push_str(&resolved);
                     }
                 }
                 XmlEvent::CData(c) => {
                     if self.depth == 0 {
                         return Err(self.err(start, "CDATA outside the <domain> element"));
                     }
-                    if self.in_name {
-                        self.name_text.push_str(&String::from_utf8_lossy(c.as_ref()));
+                    if self.capture.is_some() {
+                        self.captured.push_str(&String::from_utf8_lossy(c.as_ref()));
                     }
                 }
                 XmlEvent::DocType(_) => {
@@ -603,10 +691,18 @@ impl<'a> Scanner<'a> {
                         close_start: end,
                         events: Vec::new(),
                     });
-                } else if qname == b"name" && self.doc.name.is_none() {
-                    self.in_name = !empty;
-                    if empty {
-                        self.doc.name = Some(String::new());
+                } else {
+                    let field = match qname {
+                        b"name" if self.doc.name.is_none() => Some(Field::Name),
+                        b"uuid" if self.doc.uuid.is_none() => Some(Field::Uuid),
+                        _ => None,
+                    };
+                    if let Some(field) = field {
+                        if empty {
+                            *self.doc.field(field) = Some(String::new());
+                        } else {
+                            self.capture = Some(field);
+                        }
                     }
                 }
             }
@@ -650,9 +746,8 @@ impl<'a> Scanner<'a> {
                     p.close_start = if p.self_closing { end } else { start };
                     self.doc.perf.push(p);
                 }
-                if self.in_name {
-                    self.in_name = false;
-                    self.doc.name = Some(std::mem::take(&mut self.name_text));
+                if let Some(field) = self.capture.take() {
+                    *self.doc.field(field) = Some(std::mem::take(&mut self.captured));
                 }
                 let name = std::mem::take(&mut self.child_name);
                 self.doc.children.push(Child { name, span: self.child_start..end });
@@ -678,7 +773,137 @@ mod tests {
     const BASIC: &str = "<domain type='kvm'>\n  <name>vm1</name>\n  <memory unit='KiB'>65536</memory>\n  <pm>\n    <suspend-to-mem enabled='no'/>\n  </pm>\n  <devices>\n    <emulator>/usr/bin/qemu</emulator>\n  </devices>\n</domain>\n";
 
     fn run(xml: &str, add: &[&'static str], existing: Existing) -> Outcome {
-        rewrite(xml, add, existing).unwrap()
+        rewrite(xml, add, &Removals::default(), existing).unwrap()
+    }
+
+    fn remove(xml: &str, add: &[&'static str], if_enabled: &[&str], always: &[&str]) -> Outcome {
+        rewrite(xml, add, &Removals { if_enabled, always }, Respect).unwrap()
+    }
+
+    fn with_perf(events: &str) -> String {
+        BASIC.replace("  <devices>", &format!("  <perf>\n{events}  </perf>\n  <devices>"))
+    }
+
+    #[test]
+    fn removes_enabled_unopenable_keeps_disabled() {
+        let xml = with_perf("    <event name='cmt' enabled='yes'/>\n    <event name='cpu_cycles' enabled='no'/>\n    <event name='page_faults' enabled='yes'/>\n");
+        let out = remove(&xml, &[], &["cmt", "cpu_cycles"], &[]);
+        assert_eq!(out.removed, vec!["cmt"]);
+        assert_eq!(out.summary(), "removed cmt");
+        let new = out.xml.unwrap();
+        assert_eq!(new, with_perf("    <event name='cpu_cycles' enabled='no'/>\n    <event name='page_faults' enabled='yes'/>\n"));
+        assert_eq!(remove(&new, &[], &["cmt", "cpu_cycles"], &[]).xml, None, "idempotent");
+    }
+
+    #[test]
+    fn removal_that_empties_perf_removes_the_block() {
+        let xml = with_perf("    <event name='cmt' enabled='yes'/>\n    <event name='mbml' enabled='yes'/>\n");
+        let out = remove(&xml, &[], &["cmt", "mbmt", "mbml"], &[]);
+        assert_eq!(out.removed, vec!["cmt", "mbml"]);
+        assert_eq!(out.xml.as_deref(), Some(BASIC), "the whole <perf> and its line go");
+        let one_line = "<domain><name>d</name><pm/><perf><event name='cmt' enabled='yes'/></perf><devices/></domain>";
+        assert_eq!(remove(one_line, &[], &["cmt"], &[]).xml.as_deref(), Some("<domain><name>d</name><pm/><devices/></domain>"));
+        // An empty block that was there already is none of the removal's business.
+        let empty = BASIC.replace("  <devices>", "  <perf/>\n  <devices>");
+        assert_eq!(remove(&empty, &[], &["cmt"], &[]).xml, None);
+        // Adding in the same run keeps the block.
+        let out = remove(&xml, &["page_faults"], &["cmt", "mbml"], &[]);
+        assert_eq!(out.xml.unwrap(), with_perf("    <event name='page_faults' enabled='yes'/>\n"));
+    }
+
+    #[test]
+    fn always_removes_any_state_and_removed_events_are_never_added() {
+        let xml = with_perf("    <event name='future_event' enabled='no'/>\n    <event name='page_faults'/>\n");
+        let out = remove(&xml, &["cmt", "page_faults"], &["cmt"], &["future_event"]);
+        assert_eq!(out.removed, vec!["future_event"]);
+        assert!(out.added.is_empty(), "cmt is to be removed, so it is not added: {out:?}");
+        assert_eq!(out.enabled, vec!["page_faults"], "no state: made yes");
+        assert_eq!(out.xml.unwrap(), with_perf("    <event name='page_faults' enabled='yes'/>\n"));
+    }
+
+    #[test]
+    fn removal_across_blocks_and_duplicates() {
+        let xml = "<domain>\n  <name>d</name>\n  <perf>\n    <event name='cmt' enabled='yes'/>\n    <event name='cmt' enabled='no'/>\n  </perf>\n  <devices/>\n  <perf>\n    <event name='cpu_cycles' enabled='yes'/>\n    <event name='task_clock' enabled='yes'/>\n  </perf>\n</domain>";
+        let out = remove(xml, &[], &["cmt", "cpu_cycles"], &[]);
+        assert_eq!(out.removed, vec!["cmt", "cpu_cycles"]);
+        assert_eq!(out.removed_duplicates, vec!["cmt"]);
+        assert_eq!(out.merged_blocks, 1);
+        assert_eq!(
+            out.xml.unwrap(),
+            "<domain>\n  <name>d</name>\n  <perf>\n    <event name='task_clock' enabled='yes'/>\n  </perf>\n  <devices/>\n</domain>"
+        );
+        // Everything in both blocks removed: no <perf> at all.
+        let out = remove(xml, &[], &["cmt", "cpu_cycles", "task_clock"], &[]);
+        assert_eq!(out.xml.unwrap(), "<domain>\n  <name>d</name>\n  <devices/>\n</domain>");
+    }
+
+    #[test]
+    fn summary_names_why() {
+        let xml = with_perf("    <event name='cmt' enabled='yes'/>\n");
+        let out = remove(&xml, &["page_faults"], &["cmt"], &[]);
+        let why = |e: &str| (e == "cmt").then(|| "no CQM".to_string());
+        assert_eq!(out.summary_with(why), "added page_faults; removed cmt (no CQM)");
+    }
+
+    /// Every small `<perf>` shape (blocks, states, duplicates, layouts) against every removal
+    /// set: the result parses (xmltree), equals the input outside `<perf>` byte for byte, has no
+    /// removed event enabled, keeps the first `enabled='no'` entry of every other event, has
+    /// no empty `<perf>` it made, and a second run changes nothing.
+    #[test]
+    fn removal_invariants_exhaustive() {
+        let entries = ["<event name='cmt' enabled='yes'/>", "<event name='cmt' enabled='no'/>", "<event name='page_faults' enabled='yes'/>", "<event name='zz' enabled='no'/>"];
+        let sets: [(&[&str], &[&str]); 4] = [(&["cmt"], &[]), (&["cmt", "page_faults"], &[]), (&[], &["zz"]), (&["page_faults"], &["zz", "cmt"])];
+        let (mut cases, mut changed) = (0, 0);
+        for (nl, ind) in [("\n", "  "), ("", ""), ("\r\n", "\t")] {
+            for mask in 0u32..(1 << 6) {
+                // Two blocks of up to three entries picked by `mask`.
+                let pick = |shift: u32| -> String {
+                    (0..3).filter(|i| mask >> (shift + i) & 1 == 1).map(|i| format!("{nl}{ind}{ind}{}", entries[(i as usize + shift as usize) % 4])).collect()
+                };
+                let (b1, b2) = (pick(0), pick(3));
+                let block = |body: &str| if body.is_empty() { String::new() } else { format!("{nl}{ind}<perf>{body}{nl}{ind}</perf>") };
+                let xml = format!("<domain type='qemu'>{nl}{ind}<name>d</name><!-- c -->{}{nl}{ind}<devices/>{}{nl}</domain>{nl}", block(&b1), block(&b2));
+                for (if_enabled, always) in sets {
+                    cases += 1;
+                    let out = remove(&xml, &[], if_enabled, always);
+                    let Some(new) = out.xml.as_deref() else { continue };
+                    changed += 1;
+                    let a = xmltree::Element::parse(xml.as_bytes()).unwrap();
+                    let b = xmltree::Element::parse(new.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{new}"));
+                    let events = |e: &xmltree::Element| -> Vec<(String, String)> {
+                        e.children.iter().filter_map(|c| c.as_element()).filter(|c| c.name == "perf")
+                            .flat_map(|p| p.children.iter().filter_map(|c| c.as_element()))
+                            .map(|ev| (ev.attributes["name"].clone(), ev.attributes["enabled"].clone()))
+                            .collect()
+                    };
+                    let (before, after) = (events(&a), events(&b));
+                    for (name, state) in &after {
+                        assert!(!always.contains(&name.as_str()), "{name} kept:\n{new}");
+                        assert!(!(state == "yes" && if_enabled.contains(&name.as_str())), "{name} still enabled:\n{new}");
+                    }
+                    for (i, (name, state)) in before.iter().enumerate() {
+                        let first = !before[..i].iter().any(|(n, _)| n == name);
+                        if first && state == "no" && !always.contains(&name.as_str()) {
+                            assert!(after.contains(&(name.clone(), "no".into())), "{name}='no' lost:\n{xml}\n{new}");
+                        }
+                    }
+                    let perf_count = b.children.iter().filter_map(|c| c.as_element()).filter(|c| c.name == "perf").count();
+                    assert!(perf_count <= 1 && (perf_count == 0 || !after.is_empty()), "empty or extra <perf>:\n{new}");
+                    let outside = |t: &str| -> String {
+                        let mut s = t.to_string();
+                        while let (Some(i), Some(j)) = (s.find("<perf>"), s.find("</perf>")) {
+                            s.replace_range(i..j + "</perf>".len(), "");
+                        }
+                        // Lines the removal left blank go too; every other byte must stay.
+                        s.split_inclusive('\n').filter(|l| !l.trim().is_empty()).collect()
+                    };
+                    assert_eq!(outside(&xml), outside(new), "changed outside <perf>:\n{xml}\n{new}");
+                    assert_eq!(remove(new, &[], if_enabled, always).xml, None, "not idempotent:\n{new}");
+                }
+            }
+        }
+        assert_eq!(cases, 3 * 64 * 4);
+        assert!(changed > cases / 2, "only {changed} of {cases} cases changed anything");
     }
 
     #[test]

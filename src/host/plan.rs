@@ -1,5 +1,6 @@
 //! What this host's libvirt and kernel support, turned into a plan: which configured events get
-//! added and which are dropped, and why.
+//! added and which are dropped, and which events (of all 22, configured or not) a guest must not
+//! carry here, and why.
 
 use crate::core::config::Config;
 use crate::core::events::{self, Event};
@@ -25,6 +26,51 @@ pub struct Plan {
     pub add: Vec<&'static str>,
     /// Configured events left out, with the reason.
     pub dropped: Vec<Dropped>,
+    /// Every catalog event a guest must not have enabled here, with the reason: libvirt too old
+    /// for it (version known) or the host cannot open it (probe on). Judged for all 22 events,
+    /// configured or not: a guest carrying one fails to start or restore.
+    pub unusable: Vec<Unusable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unusable {
+    pub event: String,
+    pub reason: String,
+    /// libvirt rejects the name itself (it does not know the event), so the XML fails to parse
+    /// whatever `enabled` says; otherwise only `enabled='yes'` fails (libvirt opens it).
+    pub rejected: bool,
+}
+
+impl Plan {
+    /// Why a guest here must not carry the event `name` (any name, from any XML), or `None`.
+    /// A name outside the catalog is unknown to every libvirt release (none has added an event
+    /// since 3.2.0), so libvirt rejects it once the version is known; with the version unknown
+    /// nothing is judged by version.
+    pub fn unusable(&self, name: &str) -> Option<Unusable> {
+        if let Some(u) = self.unusable.iter().find(|u| u.event == name) {
+            return Some(u.clone());
+        }
+        let v = self.version.filter(|_| events::lookup(name).is_none())?;
+        Some(Unusable { event: name.to_string(), reason: format!("libvirt {v} does not know this event"), rejected: true })
+    }
+}
+
+/// The catalog events unusable with libvirt `version` (unknown: none by version) and `probe`
+/// (`None`: the host is trusted).
+pub fn unusable_events(version: Option<Version>, probe: Option<&dyn Fn(&Event) -> ProbeResult>) -> Vec<Unusable> {
+    let mut out = Vec::new();
+    for ev in events::CATALOG.iter() {
+        let by_version = version.and_then(|v| ev.unsupported_by(v));
+        let (reason, rejected) = match by_version {
+            Some(r) => (r, true),
+            None => match probe.and_then(|p| p(ev).err()) {
+                Some(r) => (r, false),
+                None => continue,
+            },
+        };
+        out.push(Unusable { event: ev.name.to_string(), reason, rejected });
+    }
+    out
 }
 
 /// Result of probing one event on this host: `Ok` when it opens, else why not.
@@ -42,7 +88,13 @@ pub fn plan_with(
     let mut configured: Vec<&'static Event> =
         cfg.enabled_perf_events.iter().filter_map(|n| events::lookup(n)).collect();
     configured.sort_by_key(|e| events::index_of(e.name));
-    let mut plan = Plan { version, version_source: version_source.to_string(), add: Vec::new(), dropped: Vec::new() };
+    let mut plan = Plan {
+        version,
+        version_source: version_source.to_string(),
+        add: Vec::new(),
+        dropped: Vec::new(),
+        unusable: unusable_events(version, probe),
+    };
     for ev in configured {
         let reason = match version {
             None => Some("libvirt version unknown (set \"libvirt_version\" in the config or install libvirt)".to_string()),
@@ -132,7 +184,11 @@ pub fn plan_for(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
                 _ => Err(REMOTE_NO_PROBE.to_string()),
             };
             let probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&remote) } else { None };
-            plan_with(cfg, Some(r.version), &r.source, probe)
+            let mut plan = plan_with(cfg, Some(r.version), &r.source, probe);
+            // Not knowing whether the remote kernel opens an event is no reason to take it out
+            // of a guest: there only the version judges.
+            plan.unusable = unusable_events(Some(r.version), None);
+            plan
         }
     }
 }
@@ -323,6 +379,32 @@ mod tests {
     }
 
     #[test]
+    fn unusable_covers_all_events_not_only_configured() {
+        let probe = |e: &Event| if e.kind == events::Kind::Software { Ok(()) } else { Err("the host cannot open it: ENOENT".to_string()) };
+        let p = plan_with(&cfg(&["page_faults"]), Some(Version::new(3, 0, 0)), "pin", Some(&probe));
+        // 3 RDT + 10 hardware unopenable, 9 software too new for 3.0.0.
+        assert_eq!(p.unusable.len(), 22);
+        let pf = p.unusable("page_faults").unwrap();
+        assert_eq!((pf.reason.as_str(), pf.rejected), ("needs libvirt 3.2.0, this host has 3.0.0", true));
+        let cmt = p.unusable("cmt").unwrap();
+        assert_eq!((cmt.reason.as_str(), cmt.rejected), ("the host cannot open it: ENOENT", false));
+        let other = p.unusable("future_event").unwrap();
+        assert_eq!((other.reason.as_str(), other.rejected), ("libvirt 3.0.0 does not know this event", true));
+
+        // Trusting the host: only the version judges.
+        let p = plan_with(&cfg(&[]), Some(Version::new(9, 0, 0)), "pin", None);
+        assert!(p.unusable.is_empty());
+        assert!(p.unusable("cmt").is_none());
+        assert!(p.unusable("future_event").is_some());
+
+        // Version unknown: only the probe judges, and names outside the catalog stay.
+        let p = plan_with(&cfg(&[]), None, "unknown", Some(&probe));
+        assert_eq!(p.unusable.len(), 13);
+        assert!(p.unusable("page_faults").is_none());
+        assert!(p.unusable("future_event").is_none());
+    }
+
+    #[test]
     fn remote_target_is_not_probed_here() {
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths::new(tmp.path().join("root"));
@@ -331,6 +413,7 @@ mod tests {
         let p = plan_for(&paths, &c, &Target::Remote(r.clone()));
         assert_eq!(p.add, vec!["page_faults"]);
         assert!(p.dropped.iter().all(|d| d.reason == REMOTE_NO_PROBE), "{p:?}");
+        assert!(p.unusable.is_empty(), "not knowing is no reason to remove: {p:?}");
         assert_eq!(p.version_source, r.source);
         assert!(!paths.root().exists(), "nothing local was touched");
         let trusting = Config { host_probe: false, ..c };

@@ -19,6 +19,20 @@ macro_rules! skip {
     }};
 }
 
+/// A started-on-demand libvirtd of the test's own ([`common::Libvirt`]), or a skip with the
+/// reason it cannot run here. Such a test changes the host, so it runs only with
+/// `VPH_SYSTEM_TESTS=1` ([`require_system_tests!`]).
+#[macro_export]
+macro_rules! libvirt_or_skip {
+    () => {{
+        $crate::require_system_tests!("starts libvirtd and virtlogd and installs hook entries in /etc/libvirt/hooks");
+        match $crate::common::Libvirt::prepare() {
+            Ok(host) => host,
+            Err(why) => $crate::skip!("{why}"),
+        }
+    }};
+}
+
 /// Whether `VPH_NO_SKIP=1` forbids skipping (`.ci/run` sets it; CI has every tool and root).
 pub fn no_skip() -> bool {
     std::env::var_os("VPH_NO_SKIP").is_some_and(|v| v == "1")
@@ -261,4 +275,249 @@ pub fn system_flock() -> Option<nix::fcntl::Flock<std::fs::File>> {
     let dir = if Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
     let file = std::fs::File::create(format!("{dir}/virt-perf-hook-system-test.lock")).ok()?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+}
+
+// ---- a real libvirtd of the test's own (root; CI installs libvirt and QEMU) ----
+
+pub const URI: &str = "qemu:///system";
+pub const QEMU_D: &str = "/etc/libvirt/hooks/qemu.d";
+pub const DAEMON_D: &str = "/etc/libvirt/hooks/daemon.d";
+pub const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
+/// The hook entries read the real config: libvirt passes them no options or environment of ours.
+pub const CONFIG_DIR: &str = "/etc/virt-perf-hook";
+pub const CONFIG: &str = "/etc/virt-perf-hook/config.json";
+
+pub fn virsh(args: &[&str]) -> Output {
+    Command::new("virsh").args(["-q", "-c", URI]).args(args).output().unwrap()
+}
+
+pub fn virsh_ok(args: &[&str]) -> String {
+    let o = virsh(args);
+    assert!(o.status.success(), "virsh {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+pub fn running(name: &str) -> bool {
+    Command::new("pgrep").args(["-x", name]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn stop(pidfile: &str) {
+    let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) else { return };
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A 64 MiB TCG guest (starts in about a second); `devices` go inside `<devices>`.
+pub fn tcg_guest(name: &str, devices: &str) -> String {
+    format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\n\
+         <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\n\
+         <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>{devices}</devices></domain>\n"
+    )
+}
+
+/// Writes a config with `events` (mode 0644). `on_error: fail`: a hook that refuses the guest
+/// (or fails in any way) aborts the restore, so such a failure cannot pass unnoticed.
+pub fn write_config(path: &Path, events: &[&str]) {
+    let cfg = serde_json::json!({ "enabled_perf_events": events, "on_error": "fail" });
+    std::fs::write(path, cfg.to_string()).unwrap();
+    set_mode(path, 0o644);
+}
+
+/// A libvirtd started by the test, and everything the test changed on the host, undone on drop
+/// (also when an assertion fails). Holds the in-process and the cross-process host locks.
+pub struct Libvirt {
+    installed: Vec<PathBuf>,
+    guests: Vec<String>,
+    started_virtlogd: bool,
+    started_libvirtd: bool,
+    cache_existed: bool,
+    dev_log: bool,
+    /// The real config file as found (`None`: there was none), put back on drop.
+    config_before: Option<Vec<u8>>,
+    config_dir_existed: bool,
+    /// Hook directories this test created (removed again when empty).
+    created_dirs: Vec<&'static str>,
+    // Dropped after the clean-up above (fields drop after `Drop::drop`).
+    _flock: Option<nix::fcntl::Flock<std::fs::File>>,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Libvirt {
+    /// Checks for root and the programs, takes the locks; `Err` says why the test cannot run.
+    pub fn prepare() -> Result<Libvirt, String> {
+        if !is_root() {
+            return Err("needs root to run libvirtd".into());
+        }
+        for prog in ["libvirtd", "virsh", "virtlogd"] {
+            if !have(prog) {
+                return Err(format!("{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients qemu-system-x86)"));
+            }
+        }
+        if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
+            return Err("qemu-system-x86_64 not installed".into());
+        }
+        let lock = host_lock();
+        let flock = system_flock();
+        if running("libvirtd") || running("virtqemud") {
+            return Err("a libvirt daemon is already running; this test starts its own so it finds the hooks".into());
+        }
+        // Another hook in the chain (an installed package, say) would change what the test sees.
+        let foreign: Vec<String> = std::fs::read_dir(QEMU_D)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        if !foreign.is_empty() {
+            return Err(format!("{QEMU_D} already holds {}; remove it (or the package) first", foreign.join(", ")));
+        }
+        Ok(Libvirt {
+            installed: Vec::new(),
+            guests: Vec::new(),
+            started_virtlogd: false,
+            started_libvirtd: false,
+            cache_existed: Path::new(CACHE_DIR).exists(),
+            dev_log: false,
+            config_before: std::fs::read(CONFIG).ok(),
+            config_dir_existed: Path::new(CONFIG_DIR).exists(),
+            created_dirs: [QEMU_D, DAEMON_D].into_iter().filter(|d| !Path::new(d).exists()).collect(),
+            _flock: flock,
+            _lock: lock,
+        })
+    }
+
+    /// The shipped entry `src` (a symlink) at `dest`, pointing at `binary` (the built binary, or
+    /// one that is gone); removed on drop. It reads the real config: see [`Libvirt::config`].
+    pub fn install_entry(&mut self, src: &str, dest: &Path, binary: &Path) {
+        self.installed.push(shipped_entry(src, dest, binary));
+    }
+
+    /// A qemu.d entry of the test's own that runs the built binary as the qemu hook with
+    /// `config` and appends its stderr to `log`: libvirt drops a hook's stderr, and a symlink
+    /// (the shipped entry) cannot redirect it.
+    pub fn install_logged_qemu_hook(&mut self, dest: &Path, config: &Path, log: &Path) {
+        self.install_exec(dest, &format!("#!/bin/sh\nexec {BIN} --config {} qemu \"$@\" 2>>{}\n", config.display(), log.display()));
+    }
+
+    /// Writes the real config ([`CONFIG`], which the shipped entries read) with `events`; the
+    /// one found before is put back on drop.
+    pub fn config(&mut self, events: &[&str]) {
+        std::fs::create_dir_all(CONFIG_DIR).unwrap();
+        write_config(Path::new(CONFIG), events);
+    }
+
+    /// Writes an executable `path` with `text`, removed on drop.
+    pub fn install_exec(&mut self, path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        set_mode(path, 0o755);
+        self.installed.push(path.to_path_buf());
+    }
+
+    /// Collects syslog lines when no syslog daemon owns /dev/log (as in CI).
+    pub fn listen_syslog(&mut self) -> Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>> {
+        if Path::new("/dev/log").exists() {
+            return None;
+        }
+        let sock = std::os::unix::net::UnixDatagram::bind("/dev/log").ok()?;
+        self.dev_log = true;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = sock.recv(&mut buf) {
+                sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        Some(lines)
+    }
+
+    /// Starts virtlogd (unless running) and libvirtd. libvirt finds hooks at daemon start only:
+    /// install them before this.
+    pub fn start(&mut self) {
+        // A usable /dev/kvm spares libvirt a multi-second capability re-probe on every call.
+        if Path::new("/dev/kvm").exists() {
+            let _ = Command::new("chgrp").args(["kvm", "/dev/kvm"]).status();
+            let _ = Command::new("chmod").args(["0660", "/dev/kvm"]).status();
+        }
+        if !running("virtlogd") {
+            assert!(Command::new("virtlogd").arg("-d").status().unwrap().success());
+            self.started_virtlogd = true;
+        }
+        assert!(Command::new("libvirtd").arg("-d").status().unwrap().success());
+        self.started_libvirtd = true;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !virsh(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "libvirtd did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the daemon and starts it again (guests keep running; libvirt reconnects to them).
+    pub fn restart(&mut self) {
+        stop("/run/libvirtd.pid");
+        self.started_libvirtd = false;
+        self.start();
+    }
+
+    /// Defines `xml` (a guest named `name`), destroyed and undefined on drop.
+    pub fn define(&mut self, name: &str, xml: &str, dir: &TempDir) {
+        self.guests.push(name.to_string());
+        let f = dir.write(&format!("{name}.xml"), xml);
+        virsh_ok(&["define", f.to_str().unwrap()]);
+    }
+
+    /// A guest to destroy and undefine on drop (e.g. one another helper defines).
+    pub fn forget_at_end(&mut self, name: &str) {
+        self.guests.push(name.to_string());
+    }
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        if self.started_libvirtd {
+            for g in &self.guests {
+                let _ = virsh(&["destroy", g]);
+                let _ = virsh(&["undefine", g, "--managed-save"]);
+            }
+            stop("/run/libvirtd.pid");
+        }
+        if self.started_virtlogd {
+            stop("/run/virtlogd.pid");
+        }
+        for p in &self.installed {
+            let _ = std::fs::remove_file(p);
+        }
+        for d in &self.created_dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        if !self.cache_existed {
+            let _ = std::fs::remove_dir_all(CACHE_DIR);
+        }
+        if self.dev_log {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+        match &self.config_before {
+            Some(text) => {
+                let _ = std::fs::write(CONFIG, text);
+            }
+            None => {
+                let _ = std::fs::remove_file(CONFIG);
+                if !self.config_dir_existed {
+                    let _ = std::fs::remove_dir(CONFIG_DIR);
+                }
+            }
+        }
+    }
+}
+
+/// The first event the real host cannot open, by the tool's own probe (`events --json`):
+/// `cmt` on every kernel since 4.14, so this holds on hosts with a PMU too.
+pub fn unopenable_event() -> String {
+    let out = clean_command(BIN, Path::new("/"), &[]).args(["events", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let row = rows.iter().find(|r| r["host"] == false).expect("an event this host cannot open");
+    row["name"].as_str().unwrap().to_string()
 }

@@ -5,127 +5,16 @@
 //! (so the guest still restores). Entries whose binary is gone (dangling symlinks) are skipped by
 //! libvirt: guests start with them in place.
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::skip;
+use crate::libvirt_or_skip;
+use crate::virsh::NEXT_START;
 
-const URI: &str = "qemu:///system";
 const GUEST: &str = "vph-e2e-t1";
-const QEMU_D: &str = "/etc/libvirt/hooks/qemu.d";
-const DAEMON_D: &str = "/etc/libvirt/hooks/daemon.d";
-const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
-/// The hook entries read the real config: libvirt passes them no options or environment of ours.
-const CONFIG_DIR: &str = "/etc/virt-perf-hook";
-const CONFIG: &str = "/etc/virt-perf-hook/config.json";
 
-fn virsh(args: &[&str]) -> Output {
-    Command::new("virsh").args(["-q", "-c", URI]).args(args).output().unwrap()
-}
-
-fn virsh_ok(args: &[&str]) -> String {
-    let o = virsh(args);
-    assert!(o.status.success(), "virsh {args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
-fn running(name: &str) -> bool {
-    Command::new("pgrep").args(["-x", name]).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn pid_of(pidfile: &str) -> Option<i32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
-
-fn stop(pidfile: &str) {
-    if let Some(pid) = pid_of(pidfile) {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Everything the test changed on the host, undone on drop (also when an assertion fails).
-struct Host {
-    installed: Vec<PathBuf>,
-    started_virtlogd: bool,
-    started_libvirtd: bool,
-    cache_existed: bool,
-    dev_log: bool,
-    /// The config file as found (`None`: there was none), put back on drop.
-    config_before: Option<Vec<u8>>,
-    config_dir_existed: bool,
-    /// Hook directories this test created (removed again when empty).
-    created_dirs: Vec<&'static str>,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if self.started_libvirtd {
-            let _ = virsh(&["destroy", GUEST]);
-            let _ = virsh(&["undefine", GUEST, "--managed-save"]);
-            stop("/run/libvirtd.pid");
-        }
-        if self.started_virtlogd {
-            stop("/run/virtlogd.pid");
-        }
-        for p in &self.installed {
-            let _ = std::fs::remove_file(p);
-        }
-        for d in &self.created_dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-        if !self.cache_existed {
-            let _ = std::fs::remove_dir_all(CACHE_DIR);
-        }
-        if self.dev_log {
-            let _ = std::fs::remove_file("/dev/log");
-        }
-        match &self.config_before {
-            Some(text) => {
-                let _ = std::fs::write(CONFIG, text);
-            }
-            None => {
-                let _ = std::fs::remove_file(CONFIG);
-                if !self.config_dir_existed {
-                    let _ = std::fs::remove_dir(CONFIG_DIR);
-                }
-            }
-        }
-    }
-}
-
-/// The shipped entry (a symlink to /usr/bin/virt-perf-hook), pointed at the built binary.
-fn install_entry(src: &str, dest: &Path, host: &mut Host) {
-    host.installed.push(shipped_entry(src, dest, Path::new(BIN)));
-}
-
-/// Collects syslog lines when no syslog daemon owns /dev/log (as in CI).
-fn listen_syslog(host: &mut Host) -> Option<Arc<Mutex<Vec<String>>>> {
-    if Path::new("/dev/log").exists() {
-        return None;
-    }
-    let sock = UnixDatagram::bind("/dev/log").ok()?;
-    host.dev_log = true;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = sock.recv(&mut buf) {
-            sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    });
-    Some(lines)
-}
-
-/// The test's config. `on_error: fail`: a hook that refuses the guest (or fails in any way)
-/// aborts the restore, so such a failure cannot pass unnoticed.
 /// Holds an exclusive flock on `path` from another process (`flock -x`) for at most `limit`;
 /// released when the returned child is dropped (killed).
 fn hold_lock_for(path: &Path, limit: Duration) -> KillOnDrop {
@@ -154,8 +43,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `apply --live --dry-run` on the running e2e guest given by ID and by UUID: the row is the
-/// guest's name, it is running (config+live), and a config that excludes it skips it.
+/// `apply --dry-run` on the running e2e guest given by ID and by UUID: the row is the guest's
+/// name, it is known to run (its change waits for its next start), and a config that excludes
+/// it skips it.
 fn apply_by_id_and_uuid(work: &TempDir) {
     let id = virsh_ok(&["domid", GUEST]).trim().to_string();
     let uuid = virsh_ok(&["domuuid", GUEST]).trim().to_string();
@@ -165,93 +55,40 @@ fn apply_by_id_and_uuid(work: &TempDir) {
         std::fs::write(&cfg, text.to_string()).unwrap();
         set_mode(&cfg, 0o644);
         for target in [&id, &uuid] {
-            let out = run_in(work.path(), &["--config", cfg.to_str().unwrap(), "apply", "--connect", URI, "--live", "--dry-run", target], "");
+            let out = run_in(work.path(), &["--config", cfg.to_str().unwrap(), "apply", "--connect", URI, "--dry-run", target], "");
             assert_eq!(out.status.code(), Some(0), "{tag} {target}: {}{}", stdout(&out), stderr(&out));
             let table = stdout(&out);
             let row = table.lines().nth(1).unwrap_or_default();
             assert!(row.starts_with(GUEST) && row.contains(want), "{tag} {target}: {table}");
             if want == "would change" {
-                assert!(row.contains("(config+live)") && !row.contains("not running"), "{tag} {target}: {table}");
+                assert!(row.ends_with(&format!("added task_clock; {NEXT_START}")), "{tag} {target}: {table}");
             }
         }
     }
 }
 
-fn write_config(path: &Path, events: &[&str]) {
-    let cfg = serde_json::json!({ "enabled_perf_events": events, "on_error": "fail" });
-    std::fs::write(path, cfg.to_string()).unwrap();
-    set_mode(path, 0o644);
-}
-
 #[test]
 fn save_restore_and_managedsave_on_real_libvirtd() {
-    crate::require_system_tests!("starts libvirtd and virtlogd and installs hook entries in /etc/libvirt/hooks");
-    if !is_root() {
-        skip!("needs root to run libvirtd");
-    }
-    for prog in ["libvirtd", "virsh", "virtlogd"] {
-        if !have(prog) {
-            skip!("{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients qemu-system-x86)");
-        }
-    }
-    if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-        skip!("qemu-system-x86_64 not installed");
-    }
-    let _lock = host_lock();
-    let _flock = system_flock();
-    if running("libvirtd") || running("virtqemud") {
-        skip!("a libvirt daemon is already running; this test starts its own so it finds the hooks");
-    }
-
+    let mut host = libvirt_or_skip!();
     let work = TempDir::new("e2e");
-    let mut host = Host {
-        installed: Vec::new(),
-        started_virtlogd: false,
-        started_libvirtd: false,
-        cache_existed: Path::new(CACHE_DIR).exists(),
-        dev_log: false,
-        config_before: std::fs::read(CONFIG).ok(),
-        config_dir_existed: Path::new(CONFIG_DIR).exists(),
-        created_dirs: [QEMU_D, DAEMON_D].into_iter().filter(|d| !Path::new(d).exists()).collect(),
-    };
-    std::fs::create_dir_all(CONFIG_DIR).unwrap();
-    let config = Path::new(CONFIG);
     // cpu_cycles is hardware: it cannot be opened on a host without a PMU and must be dropped.
-    write_config(config, &["page_faults", "cpu_clock", "cpu_cycles"]);
-    let syslog = listen_syslog(&mut host);
+    host.config(&["page_faults", "cpu_clock", "cpu_cycles"]);
+    let syslog = host.listen_syslog();
 
     // A recorder first in the chain: it prints nothing, so libvirt hands our entry the original XML.
     let record = work.path().join("hook.log");
-    let recorder = Path::new(QEMU_D).join("00-vph-e2e-record");
-    std::fs::create_dir_all(QEMU_D).unwrap();
-    std::fs::write(&recorder, format!("#!/bin/sh\necho \"$*\" >> {}\ncat >/dev/null\n", record.display())).unwrap();
-    set_mode(&recorder, 0o755);
-    host.installed.push(recorder);
-    install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), &mut host);
-    install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), &mut host);
+    host.install_exec(
+        &Path::new(QEMU_D).join("00-vph-e2e-record"),
+        &format!("#!/bin/sh\necho \"$*\" >> {}\ncat >/dev/null\n", record.display()),
+    );
+    host.install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(QEMU_D).join("zz-vph-e2e"), Path::new(BIN));
+    host.install_entry("hooks/daemon.d/virt-perf-hook", &Path::new(DAEMON_D).join("zz-vph-e2e"), Path::new(BIN));
     // What a removed package's entry would be if it stayed behind: libvirt must skip it.
     for dir in [QEMU_D, DAEMON_D] {
-        let gone = Path::new("/nonexistent/virt-perf-hook");
-        host.installed.push(shipped_entry("hooks/qemu.d/virt-perf-hook", &Path::new(dir).join("zz-vph-e2e-gone"), gone));
-    }
-
-    // A usable /dev/kvm spares libvirt a multi-second capability re-probe on every call.
-    if Path::new("/dev/kvm").exists() {
-        let _ = Command::new("chgrp").args(["kvm", "/dev/kvm"]).status();
-        let _ = Command::new("chmod").args(["0660", "/dev/kvm"]).status();
-    }
-    if !running("virtlogd") {
-        assert!(Command::new("virtlogd").arg("-d").status().unwrap().success());
-        host.started_virtlogd = true;
+        host.install_entry("hooks/qemu.d/virt-perf-hook", &Path::new(dir).join("zz-vph-e2e-gone"), Path::new("/nonexistent/virt-perf-hook"));
     }
     // Hooks are found at daemon start only: they are in place before this.
-    assert!(Command::new("libvirtd").arg("-d").status().unwrap().success());
-    host.started_libvirtd = true;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !virsh(&["version"]).status.success() {
-        assert!(Instant::now() < deadline, "libvirtd did not come up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    host.start();
 
     // The daemon hook refreshed the cache at daemon start.
     let state = Path::new(CACHE_DIR).join("state.json");
@@ -264,15 +101,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     // Metadata nested to the deepest level libvirt accepts (257, <domain> being 1): the hook
     // must accept what libvirt accepts, or (on_error: fail) the restore is aborted.
     let deep = format!("<metadata>{}{}</metadata>", "<vph:a xmlns:vph='urn:vph'>".repeat(255), "</vph:a>".repeat(255));
-    let xml = work.write(
-        "t1.xml",
-        &format!(
-            "<domain type='qemu'><name>{GUEST}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\n\
-             {deep}\n<os><type arch='x86_64' machine='pc'>hvm</type></os>\n\
-             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>\n"
-        ),
-    );
-    virsh_ok(&["define", xml.to_str().unwrap()]);
+    host.define(GUEST, &tcg_guest(GUEST, "").replacen("<os>", &format!("{deep}\n<os>"), 1), &work);
     virsh_ok(&["start", GUEST]);
     assert!(!virsh_ok(&["dumpxml", GUEST]).contains("<perf>"), "a plain start is not rewritten");
 
@@ -312,7 +141,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     }
 
     // managedsave + start also goes through 'restore begin'; a config change is picked up.
-    write_config(config, &["page_faults", "cpu_clock", "task_clock", "cpu_cycles"]);
+    host.config(&["page_faults", "cpu_clock", "task_clock", "cpu_cycles"]);
     virsh_ok(&["managedsave", GUEST]);
     virsh_ok(&["start", GUEST]);
     let live = virsh_ok(&["dumpxml", GUEST]);

@@ -36,7 +36,7 @@ fn golden_cases() {
         let want = std::fs::read_to_string(&want_path).unwrap();
         assert_eq!(stdout(&out), want, "golden mismatch in {}", case.display());
         let input = std::fs::read_to_string(case.join("in.xml")).unwrap();
-        check_invariants(&input, &want, &configured(&case));
+        check_invariants(&input, &want, &expect(&case, root.path()));
         assert_eq!(strip_perf(&input), strip_perf(&want), "bytes outside <perf> changed in {}", case.display());
         // Running the output through again changes nothing.
         let again = run_in(root.path(), &["filter", "--config", cfg], &want);
@@ -44,18 +44,58 @@ fn golden_cases() {
     }
 }
 
-/// Events the case's config asks for that it also supports (golden configs pin the version).
-fn configured(case: &Path) -> Vec<String> {
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
-    let name = case.file_name().unwrap().to_str().unwrap();
-    if name == "excluded-domain" {
-        return Vec::new();
+/// What a rewrite under a config must do, for [`check_invariants`].
+#[derive(Debug, Default)]
+pub struct Expect {
+    /// Events that must be in the output (configured and usable here).
+    pub configured: Vec<String>,
+    /// Events a guest must not carry here: (name, rejected) where `rejected` means libvirt
+    /// refuses the name in any state, else only `enabled='yes'` is a problem.
+    pub unusable: Vec<(String, bool)>,
+    /// `existing: override`: configured events may turn from `no` to `yes`.
+    pub override_: bool,
+}
+
+impl Expect {
+    /// From `config` (which pins the version) and the tool's own `events --json` report in the
+    /// fake `root`: the libvirt column for the version gate and, with `host_probe`, the host
+    /// column (a fake root has no PMU and no intel_cqm, so that part is fixed).
+    pub fn from_config(config: &serde_json::Value, root: &Path) -> Expect {
+        let cfg_path = root.join("expect-config.json");
+        std::fs::write(&cfg_path, config.to_string()).unwrap();
+        let out = run_in(root, &["events", "--json", "-c", cfg_path.to_str().unwrap()], "");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let probe = config["host_probe"] != false;
+        let keep = config["unsupported"] == "keep";
+        let mut e = Expect { override_: config["existing"] == "override", ..Expect::default() };
+        for r in &rows {
+            let name = r["name"].as_str().unwrap().to_string();
+            let rejected = r["libvirt"] == false;
+            let unopenable = probe && r["host"] == false;
+            if !keep && (rejected || unopenable) {
+                e.unusable.push((name.clone(), rejected));
+            }
+            let configured = config["enabled_perf_events"].as_array().is_some_and(|a| a.iter().any(|v| *v == *name));
+            if configured && !rejected && !unopenable {
+                e.configured.push(name);
+            }
+        }
+        // Names outside the catalog: libvirt rejects them once the version is known.
+        if !keep && config["libvirt_version"].is_string() {
+            e.unusable.push(("future_event".into(), true));
+        }
+        e
     }
-    let old = cfg["libvirt_version"] == "3.0.0";
-    cfg["enabled_perf_events"]
-        .as_array()
-        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).filter(|e| !(old && e == "page_faults")).collect())
-        .unwrap_or_default()
+}
+
+/// [`Expect`] for a golden case (nothing for a domain its config excludes).
+fn expect(case: &Path, root: &Path) -> Expect {
+    if case.ends_with("excluded-domain") {
+        return Expect::default();
+    }
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("config.json")).unwrap()).unwrap();
+    Expect::from_config(&cfg, root)
 }
 
 #[test]
@@ -86,33 +126,54 @@ fn outputs_round_trip_through_libvirt() {
         let v = Command::new("virsh").args(["-q", "-c", "test:///default", &script]).output().unwrap();
         assert!(v.status.success(), "{}: {}", case.display(), stderr(&v));
         let dumped = stdout(&v);
-        for ev in configured(&case) {
+        let root = TempDir::new("roundtrip");
+        for ev in expect(&case, root.path()).configured {
             assert!(dumped.contains(&format!("<event name='{ev}' enabled=")), "{}: {ev} missing after libvirt round trip:\n{dumped}", case.display());
         }
     }
 }
 
-/// The invariants of the core issue, checked with xmltree: the output parses, has exactly one
-/// `<perf>` holding each configured event exactly once, and equals the input outside `<perf>`.
-pub fn check_invariants(input: &str, output: &str, configured: &[String]) {
+/// The invariants of the core issue, checked with xmltree: the output parses, has at most one
+/// `<perf>` holding each configured event exactly once and no unusable event enabled (none at
+/// all when libvirt rejects its name), keeps every other `enabled='no'` choice, and equals the
+/// input outside `<perf>`.
+pub fn check_invariants(input: &str, output: &str, expect: &Expect) {
     let a = xmltree::Element::parse(input.as_bytes()).expect("input parses");
     let b = xmltree::Element::parse(output.as_bytes()).expect("output parses");
     let perf_blocks: Vec<&xmltree::Element> =
         b.children.iter().filter_map(|c| c.as_element()).filter(|e| e.name == "perf").collect();
     let in_blocks: Vec<&xmltree::Element> =
         a.children.iter().filter_map(|c| c.as_element()).filter(|e| e.name == "perf").collect();
-    let in_names = event_names(&in_blocks);
-    let in_dups = in_names.iter().enumerate().any(|(i, n)| in_names[..i].contains(n));
-    if configured.is_empty() && in_blocks.len() <= 1 && !in_dups {
-        assert_eq!(input, output, "nothing configured or to clean, yet the XML changed");
+    let in_events = events(&in_blocks);
+    let first = |i: usize| !in_events[..i].iter().any(|(n, _)| *n == in_events[i].0);
+    let in_dups = (0..in_events.len()).any(|i| !first(i));
+    let unusable = |name: &str, state: &str| {
+        expect.unusable.iter().any(|(n, rejected)| n == name && (*rejected || state == "yes"))
+    };
+    let to_remove = (0..in_events.len()).any(|i| first(i) && unusable(&in_events[i].0, &in_events[i].1));
+    if expect.configured.is_empty() && in_blocks.len() <= 1 && !in_dups && !to_remove {
+        assert_eq!(input, output, "nothing configured, to clean or to remove, yet the XML changed");
     }
     assert!(perf_blocks.len() <= 1, "more than one <perf> in output");
-    let names = event_names(&perf_blocks);
+    let out_events = events(&perf_blocks);
+    let names: Vec<&String> = out_events.iter().map(|(n, _)| n).collect();
     for n in &names {
         assert_eq!(names.iter().filter(|m| *m == n).count(), 1, "event {n} duplicated:\n{output}");
     }
-    for ev in configured {
-        assert!(names.contains(ev), "configured event {ev} missing:\n{output}");
+    for ev in &expect.configured {
+        assert!(names.contains(&ev), "configured event {ev} missing:\n{output}");
+    }
+    for (n, state) in &out_events {
+        assert!(!unusable(n, state), "unusable event {n} (enabled='{state}') left in:\n{output}");
+    }
+    for (i, (n, state)) in in_events.iter().enumerate() {
+        let forced = expect.override_ && expect.configured.contains(n);
+        if first(i) && state == "no" && !unusable(n, state) && !forced {
+            assert!(out_events.contains(&(n.clone(), "no".into())), "{n}='no' was not kept:\n{output}");
+        }
+    }
+    if !perf_blocks.is_empty() && !in_blocks.is_empty() && !events(&in_blocks).is_empty() {
+        assert!(!out_events.is_empty(), "a removal left an empty <perf>:\n{output}");
     }
     assert_eq!(without_perf(a), without_perf(b), "output differs outside <perf>");
 }
@@ -135,12 +196,16 @@ fn strip_perf(s: &str) -> String {
     out.split_inclusive('\n').filter(|l| !l.trim().is_empty()).collect()
 }
 
-fn event_names(blocks: &[&xmltree::Element]) -> Vec<String> {
+/// (name, enabled) of every `<event>` in `blocks`, document order.
+fn events(blocks: &[&xmltree::Element]) -> Vec<(String, String)> {
     blocks
         .iter()
         .flat_map(|p| p.children.iter().filter_map(|c| c.as_element()))
         .filter(|e| e.name == "event")
-        .map(|e| e.attributes.get("name").cloned().unwrap_or_default())
+        .map(|e| {
+            let get = |k: &str| e.attributes.get(k).cloned().unwrap_or_default();
+            (get("name"), get("enabled"))
+        })
         .collect()
 }
 
@@ -154,13 +219,17 @@ fn without_perf(mut e: xmltree::Element) -> xmltree::Element {
     e
 }
 
+/// A golden case's config and input paths.
+fn golden_files(name: &str) -> (String, String) {
+    let path = |f: &str| golden_dir().join(name).join(f).to_str().unwrap().to_string();
+    (path("config.json"), path("in.xml"))
+}
+
 #[test]
 fn dry_run_and_diff() {
-    let case = golden_dir().join("basic");
     let root = TempDir::new("modes");
-    let cfg = case.join("config.json");
-    let input = case.join("in.xml");
-    let (cfg, input) = (cfg.to_str().unwrap(), input.to_str().unwrap());
+    let (cfg, input) = golden_files("basic");
+    let (cfg, input) = (cfg.as_str(), input.as_str());
     let dry = run_in(root.path(), &["filter", "--dry-run", "-c", cfg, input], "");
     assert!(dry.status.success());
     assert_eq!(stdout(&dry), "domain 'instance-00000001': added cpu_cycles,instructions,cpu_clock,page_faults\n");
@@ -170,7 +239,31 @@ fn dry_run_and_diff() {
     assert!(d.contains("\n+  <perf>\n+    <event name='cpu_cycles' enabled='yes'/>\n"));
     // stdin works the same as a file.
     let piped = run_in(root.path(), &["filter", "-c", cfg, "-"], &std::fs::read_to_string(input).unwrap());
-    assert_eq!(stdout(&piped), std::fs::read_to_string(case.join("out.xml")).unwrap());
+    assert_eq!(stdout(&piped), std::fs::read_to_string(golden_dir().join("basic/out.xml")).unwrap());
+}
+
+/// Removals show in --dry-run and --diff and are logged; an empty event list still heals.
+#[test]
+fn removals_are_shown_and_logged() {
+    let root = TempDir::new("removals");
+    let (cfg, input) = golden_files("remove-unopenable");
+    let (cfg, input) = (cfg.as_str(), input.as_str());
+    let why_cmt = "the host cannot open it: no /sys/devices/intel_cqm (Intel CQM perf support was removed in Linux 4.14)";
+    let why_cycles = "the host cannot open it: no CPU PMU (/sys/bus/event_source/devices/cpu missing)";
+    let line = format!("domain 'instance-00000021': added page_faults; removed cmt ({why_cmt}), cpu_cycles ({why_cycles})");
+    let dry = run_in(root.path(), &["filter", "--dry-run", "-c", cfg, input], "");
+    assert_eq!(stdout(&dry), format!("{line}\n"));
+    let diff = run_in(root.path(), &["filter", "--diff", "-c", cfg, input], "");
+    let d = stdout(&diff);
+    assert!(d.contains("\n-    <event name='cmt' enabled='yes'/>\n-    <event name='cpu_cycles' enabled='yes'/>\n"), "{d}");
+    assert!(d.contains("\n+    <event name='page_faults' enabled='yes'/>\n"), "{d}");
+    assert_eq!(stderr(&diff), format!("virt-perf-hook: warn: {line}\n"));
+    let print = run_in(root.path(), &["filter", "-c", cfg, input], "");
+    assert_eq!(stderr(&print), format!("virt-perf-hook: warn: {line}\n"));
+
+    let empty = root.write("empty.json", r#"{"enabled_perf_events": [], "libvirt_version": "9.0.0"}"#);
+    let out = run_in(root.path(), &["filter", "--dry-run", "-c", empty.to_str().unwrap(), input], "");
+    assert!(stdout(&out).starts_with("domain 'instance-00000021': removed cmt ("), "{}", stdout(&out));
 }
 
 /// `--diff` shows only what the rewrite changed (hunks as `diff -u` makes them), and `patch`
@@ -307,12 +400,15 @@ fn property_random_documents() {
         batch.push((xml, configured));
     }
     for (i, (xml, configured)) in batch.iter().enumerate() {
-        let cfg = serde_json::json!({"enabled_perf_events": configured, "libvirt_version": "9.0.0", "host_probe": false, "existing": if i % 2 == 0 { "respect" } else { "override" }});
+        // Every third case probes the (fake) host: the hardware and RDT events are unopenable
+        // there and get removed; "future_event" is always unknown to libvirt 9.0.0.
+        let probe = i % 3 == 0;
+        let configured: Vec<&str> = configured.iter().copied().filter(|e| !probe || !["cmt", "cpu_cycles"].contains(e)).collect();
+        let cfg = serde_json::json!({"enabled_perf_events": configured, "libvirt_version": "9.0.0", "host_probe": probe, "existing": if i % 2 == 0 { "respect" } else { "override" }});
         let cfg_path = root.write("c.json", &cfg.to_string());
         let out = run_in(root.path(), &["filter", "-c", cfg_path.to_str().unwrap()], xml);
         assert!(out.status.success(), "case {i}: {}\n{xml}", stderr(&out));
-        let configured: Vec<String> = configured.iter().map(|s| s.to_string()).collect();
-        check_invariants(xml, &stdout(&out), &configured);
+        check_invariants(xml, &stdout(&out), &Expect::from_config(&cfg, root.path()));
         assert_eq!(strip_perf(xml), strip_perf(&stdout(&out)), "case {i}: bytes outside <perf> changed");
         let again = run_in(root.path(), &["filter", "-c", cfg_path.to_str().unwrap()], &stdout(&out));
         assert_eq!(stdout(&again), stdout(&out), "case {i} not idempotent");

@@ -100,16 +100,11 @@ fn fails_open_by_default() {
 #[test]
 fn fails_closed_when_configured() {
     let cfg = r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0", "host_probe": false, "on_error": "fail"}"#;
-    let root = TempDir::with_config("hook-closed", cfg);
-    std::fs::create_dir_all(root.path().join("dev")).unwrap();
-    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    let (root, sock) = syslog_root("hook-closed", cfg);
     let out = hook(&root, &["vm", "restore", "begin", "-"], "<domain><name>x</name>");
     assert_eq!(out.status.code(), Some(1));
     // The reason reaches syslog as well (libvirt may not keep the hook's stderr).
-    sock.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("an error logged to syslog");
-    let logged = String::from_utf8_lossy(&buf[..n]);
+    let logged = received(&sock).into_iter().next().expect("an error logged to syslog");
     assert!(logged.starts_with("<27>virt-perf-hook[") && logged.contains("vm restore begin: domain XML rejected: truncated"), "{logged}");
     assert!(out.stdout.is_empty());
     let err = stderr(&out);
@@ -190,23 +185,76 @@ fn works_as_a_link_in_a_chain() {
 /// Hook runs log to syslog (/dev/log, under the fake root here), since libvirt drops stderr.
 #[test]
 fn logs_to_syslog() {
-    let root = TempDir::with_config("hook-syslog", r#"{"enabled_perf_events": ["page_faults", "cpu_cycles"], "libvirt_version": "2.5.0", "host_probe": false}"#);
-    std::fs::create_dir_all(root.path().join("dev")).unwrap();
-    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    let (root, sock) = syslog_root("hook-syslog", r#"{"enabled_perf_events": ["page_faults", "cpu_cycles"], "libvirt_version": "2.5.0", "host_probe": false}"#);
     let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], DOMAIN);
     assert!(out.status.success());
-    // The hook has exited: whatever it logged is queued on the socket.
+    let got = received(&sock);
+    let all = got.join("\n");
+    // One line per rewrite; <28> = daemon.warning because an event was dropped.
+    assert_eq!(got.len(), 1, "{all}");
+    assert!(all.starts_with("<28>virt-perf-hook["), "{all}");
+    assert!(all.ends_with("]: restore begin: domain 'instance-00000001': added cpu_cycles; dropped page_faults (needs libvirt 3.2.0, this host has 2.5.0)"), "{all}");
+}
+
+/// A fake root with a syslog socket at its /dev/log.
+fn syslog_root(tag: &str, config: &str) -> (TempDir, UnixDatagram) {
+    let root = TempDir::with_config(tag, config);
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    let sock = UnixDatagram::bind(root.path().join("dev/log")).unwrap();
+    (root, sock)
+}
+
+/// What was logged to `sock` so far (the hook has exited: all of it is queued).
+fn received(sock: &UnixDatagram) -> Vec<String> {
     sock.set_nonblocking(true).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = sock.recv(&mut buf) {
         got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    let all = got.join("\n");
-    // One line per rewrite; <28> = daemon.warning because an event was dropped.
-    assert_eq!(got.len(), 1, "{all}");
-    assert!(all.starts_with("<28>virt-perf-hook["), "{all}");
-    assert!(all.ends_with("]: restore begin: domain 'instance-00000001': added cpu_cycles; dropped page_faults (needs libvirt 3.2.0, this host has 2.5.0)"), "{all}");
+    got
+}
+
+/// Incoming XML that names an event this libvirt does not know: removed (in any state), and
+/// logged with the guest, the event and why. Nothing configured: healing is on by default.
+#[test]
+fn version_gate_removes_events_this_libvirt_does_not_know() {
+    let (root, sock) = syslog_root("hook-gate", r#"{"enabled_perf_events": [], "libvirt_version": "3.0.0", "host_probe": false}"#);
+    let perf = "  <perf>\n    <event name='page_faults' enabled='yes'/>\n    <event name='cpu_clock' enabled='no'/>\n  </perf>\n";
+    let incoming = DOMAIN.replace("  <devices>\n", &format!("{perf}  <devices>\n"));
+    for op in ["restore", "migrate"] {
+        let out = hook(&root, &["instance-00000001", op, "begin", "-"], &incoming);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), DOMAIN, "{op}: the emptied <perf> goes as a whole");
+        let got = received(&sock);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let want = format!(
+            "]: {op} begin: domain 'instance-00000001': removed page_faults (needs libvirt 3.2.0, this host has 3.0.0), \
+             cpu_clock (needs libvirt 3.2.0, this host has 3.0.0)"
+        );
+        assert!(got[0].starts_with("<28>virt-perf-hook[") && got[0].ends_with(&want), "{}", got[0]);
+    }
+}
+
+/// The host probe under a fake root (no PMU, no intel_cqm) decides what cannot open; enabled='no'
+/// entries stay; "unsupported": "keep" and excluded guests leave the XML alone.
+#[test]
+fn unopenable_events_are_removed_unless_kept() {
+    let perf = "  <perf>\n    <event name='cpu_cycles' enabled='yes'/>\n    <event name='cmt' enabled='no'/>\n  </perf>\n";
+    let incoming = DOMAIN.replace("  <devices>\n", &format!("{perf}  <devices>\n"));
+    let cfg = r#"{"enabled_perf_events": [], "libvirt_version": "9.0.0", "domains": {"exclude": ["skip-*"]}}"#;
+    let (root, sock) = syslog_root("hook-heal", cfg);
+    let out = hook(&root, &["instance-00000001", "restore", "begin", "-"], &incoming);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), DOMAIN.replace("  <devices>\n", "  <perf>\n    <event name='cmt' enabled='no'/>\n  </perf>\n  <devices>\n"));
+    let got = received(&sock).join("\n");
+    assert!(got.contains("removed cpu_cycles (the host cannot open it: no CPU PMU"), "{got}");
+    let out = hook(&root, &["skip-me", "restore", "begin", "-"], &incoming);
+    assert!(out.status.success() && out.stdout.is_empty(), "an excluded guest is untouched");
+
+    let keep = TempDir::with_config("hook-keep", r#"{"libvirt_version": "9.0.0", "unsupported": "keep"}"#);
+    let out = hook(&keep, &["instance-00000001", "restore", "begin", "-"], &incoming);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", stdout(&out));
 }
 
 #[test]

@@ -259,8 +259,9 @@ fn many_attributes_on_one_element() {
 
 #[test]
 fn many_perf_events() {
+    // Names libvirt does not know: all 30 000 are removed (each would make libvirt reject the XML).
     let events: String = (0..30_000).map(|i| format!("<event name='e{i}' enabled='yes'/>")).collect();
-    handles_many("30k events", format!("<domain type='kvm'><name>x</name><perf>{events}</perf><devices/></domain>\n"), 30_002);
+    handles_many("30k events", format!("<domain type='kvm'><name>x</name><perf>{events}</perf><devices/></domain>\n"), 2);
 }
 
 // ---- config files the tool must refuse (exit 3, one line), hook fails open ----

@@ -9,33 +9,21 @@ use crate::skip;
 
 const EVENTS_CFG: &str = r#"{"enabled_perf_events": ["page_faults", "cpu_clock"], "libvirt_version": "9.0.0", "host_probe": false, "domains": {"exclude": ["skip-*"]}}"#;
 
-/// Every event `virsh perf` lists on libvirt 9, in its order.
-const ALL_EVENTS: [&str; 22] = [
-    "cmt", "mbmt", "mbml", "cpu_cycles", "instructions", "cache_references", "cache_misses", "branch_instructions",
-    "branch_misses", "bus_cycles", "stalled_cycles_frontend", "stalled_cycles_backend", "ref_cpu_cycles", "cpu_clock",
-    "task_clock", "page_faults", "context_switches", "cpu_migrations", "page_faults_min", "page_faults_maj",
-    "alignment_faults", "emulation_faults",
-];
+/// What apply says about a running guest whose config it changed.
+pub const NEXT_START: &str = "counters start at the next start (boot, restore or migration)";
 
-/// `virsh perf` output with `on` enabled, formatted like virsh does (`%-15s: %s`).
-fn perf_output(on: &[&str]) -> String {
-    let mut s = String::new();
-    for e in ALL_EVENTS {
-        s.push_str(&format!("{e:<15}: {}\n", if on.contains(&e) { "enabled" } else { "disabled" }));
-    }
-    s.push('\n');
-    s
-}
-
-/// A fake virsh: `list`, `version`, `dominfo`, `domname`, `dumpxml`, `perf` answered from files
-/// under its directory (domains keyed by a UUID made from their name, looked up by ID, UUID or
-/// name as virsh does), every argv logged as `[a][b]…`.
-struct FakeVirsh {
-    dir: TempDir,
+/// A fake virsh answering from files under its directory, every argv logged as `[a][b]…`.
+/// Domains live in `dom/UUID/` (`name`, `xml` the persistent config, `live` the live one, `id`
+/// when running) and are looked up by ID, UUID or name as virsh does; the lists hold UUIDs and
+/// print names or (`--uuid`) UUIDs. `define` reads the file it is given (`/dev/stdin` too) and
+/// stores it as the persistent XML of the domain its `<uuid>` names. Also `dominfo`, `domname`,
+/// `dumpxml`, `version`, `uri` and `domstats`; anything else (`perf`) is an unknown command.
+pub struct FakeVirsh {
+    pub dir: TempDir,
 }
 
 impl FakeVirsh {
-    fn new(tag: &str) -> FakeVirsh {
+    pub fn new(tag: &str) -> FakeVirsh {
         let dir = TempDir::new(tag);
         let script = format!(
             r#"#!/bin/sh
@@ -43,14 +31,14 @@ F='{}'
 {{ for a in "$@"; do printf '[%s]' "$a"; done; echo; }} >> "$F/log"
 if [ "$1" = -c ]; then shift 2; fi
 cmd=$1; shift
-dom=; enable=; mode=current; all=; uuid=
+dom=; file=; inactive=; all=; transient=; uuid=
 while [ $# -gt 0 ]; do
   case $1 in
     --domain) dom=$2; shift;;
-    --enable) enable=$2; shift;;
-    --config) mode=config;;
-    --live) mode=live;;
+    --file) file=$2; shift;;
+    --inactive) inactive=1;;
     --all) all=1;;
+    --transient) transient=1;;
     --uuid) uuid=1;;
   esac
   shift
@@ -58,27 +46,36 @@ done
 # Look the domain up as virsh does: by ID, then UUID, then name.
 d=
 for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/id" 2>/dev/null)" = "$dom" ] && d=$x; done
-[ -z "$d" ] && [ -n "$dom" ] && [ -d "$F/dom/$dom" ] && d="$F/dom/$dom"
+[ -z "$d" ] && [ -n "$dom" ] && [ -f "$F/dom/$dom/name" ] && d="$F/dom/$dom"
 if [ -z "$d" ]; then for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/name" 2>/dev/null)" = "$dom" ] && d=$x; done; fi
 case $cmd in
   version) cat "$F/version";;
   uri) cat "$F/uri";;
   list)
-    if [ -n "$all" ]; then l="$F/list-all"; else l="$F/list-active"; fi
+    if [ -n "$transient" ]; then l="$F/list-transient"; elif [ -n "$all" ]; then l="$F/list-all"; else l="$F/list-active"; fi
     while read -r u; do
       if [ -z "$u" ]; then continue; elif [ -n "$uuid" ]; then echo "$u"; else cat "$F/dom/$u/name"; echo; fi
     done < "$l"
     echo;;
-  dominfo|domname|dumpxml|perf)
+  dominfo|domname|dumpxml)
     if [ -z "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
-    if [ "$cmd" = dominfo ]; then printf 'Id:             -\nName:           %s\nUUID:           %s\n\n' "$(cat "$d/name")" "$(basename "$d")"; exit 0; fi
-    if [ "$cmd" = domname ]; then cat "$d/name"; printf '\n\n'; exit 0; fi
-    if [ "$cmd" = dumpxml ]; then cat "$d/xml"; exit 0; fi
-    if [ -n "$enable" ]; then
-      if [ -e "$d/fail-enable" ]; then echo "error: Unable to enable/disable perf events" >&2; echo "error: boom" >&2; exit 1; fi
-      echo; exit 0
-    fi
-    cat "$d/perf-$mode";;
+    case $cmd in
+      dominfo) printf 'Id:             %s\nName:           %s\nUUID:           %s\n\n' "$(cat "$d/id" 2>/dev/null || echo -)" "$(cat "$d/name")" "$(basename "$d")";;
+      domname) cat "$d/name"; printf '\n\n';;
+      *) if [ -z "$inactive" ] && [ -e "$d/live" ]; then cat "$d/live"; else cat "$d/xml"; fi;;
+    esac;;
+  define)
+    cat "$file" > "$F/defined.xml"
+    u=$(sed -n 's:.*<uuid>\(.*\)</uuid>.*:\1:p' "$F/defined.xml" | head -n 1)
+    name=$(sed -n 's:.*<name>\(.*\)</name>.*:\1:p' "$F/defined.xml" | head -n 1)
+    if [ -z "$u" ]; then echo "error: fake virsh: no <uuid> in $file" >&2; exit 1; fi
+    d="$F/dom/$u"
+    if [ -e "$d/fail-define" ]; then echo "error: operation failed: boom" >&2; exit 1; fi
+    mkdir -p "$d"; cp "$F/defined.xml" "$d/xml"; [ -e "$d/name" ] || printf %s "$name" > "$d/name"
+    echo "Domain '$name' defined from $file";;
+  domstats)
+    n=$(( $(cat "$F/domstats-n" 2>/dev/null || echo 0) + 1 )); echo $n > "$F/domstats-n"
+    cat "$F/domstats-$n";;
   *) echo "error: unknown command: '$cmd'" >&2; exit 1;;
 esac
 "#,
@@ -88,74 +85,120 @@ esac
         dir.write("version", "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.0\nRunning against daemon: 9.0.0\n");
         dir.write("list-all", "\n");
         dir.write("list-active", "\n");
+        dir.write("list-transient", "\n");
         dir.write("log", "");
         FakeVirsh { dir }
     }
 
-    fn bin(&self) -> String {
+    pub fn bin(&self) -> String {
         self.dir.path().join("virsh").to_str().unwrap().to_string()
     }
 
     /// The UUID of the domain `name`: an FNV-1a hash of the name, so any name works.
-    fn uuid(&self, name: &str) -> String {
+    pub fn uuid(name: &str) -> String {
         let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         format!("00000000-0000-4000-8000-{:012x}", h & 0xffff_ffff_ffff)
     }
 
-    /// A domain with `perf` inside its persistent XML and the given enabled events.
-    fn domain(&self, name: &str, perf: &str, config_on: &[&str], live_on: &[&str]) {
-        let d = format!("dom/{}", self.uuid(name));
+    /// A domain XML named `name` with `perf` (whole lines) before `<devices/>`. As libvirt does,
+    /// the name is written as is, a '\r' too.
+    pub fn xml(name: &str, perf: &str) -> String {
+        format!("<domain type='kvm'>\n  <name>{name}</name>\n  <uuid>{}</uuid>\n{perf}  <devices/>\n</domain>\n", FakeVirsh::uuid(name))
+    }
+
+    fn path(&self, name: &str, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("dom/{}/{file}", FakeVirsh::uuid(name)))
+    }
+
+    /// A domain whose persistent XML has `perf`.
+    pub fn domain(&self, name: &str, perf: &str) {
+        let d = format!("dom/{}", FakeVirsh::uuid(name));
         self.dir.write(&format!("{d}/name"), name);
-        self.dir.write(&format!("{d}/xml"), &format!("<domain type='kvm'>\n  <name>{name}</name>\n{perf}  <devices/>\n</domain>\n"));
-        self.dir.write(&format!("{d}/perf-config"), &perf_output(config_on));
-        self.dir.write(&format!("{d}/perf-live"), &perf_output(live_on));
-        self.dir.write(&format!("{d}/perf-current"), &perf_output(live_on));
+        self.dir.write(&format!("{d}/xml"), &FakeVirsh::xml(name, perf));
     }
 
-    fn fail_enable(&self, name: &str) {
-        self.dir.write(&format!("dom/{}/fail-enable", self.uuid(name)), "");
+    /// The live XML of a running domain, with `perf`.
+    pub fn live(&self, name: &str, perf: &str) {
+        std::fs::write(self.path(name, "live"), FakeVirsh::xml(name, perf)).unwrap();
     }
 
-    /// Makes `name` running with domain ID `id`.
+    /// The persistent XML as it is now (after any define).
+    pub fn persistent(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name, "xml")).unwrap()
+    }
+
+    fn fail_define(&self, name: &str) {
+        std::fs::write(self.path(name, "fail-define"), "").unwrap();
+    }
+
+    /// Gives the running domain `name` the domain ID `id`.
     fn id(&self, name: &str, id: u32) {
-        self.dir.write(&format!("dom/{}/id", self.uuid(name)), &id.to_string());
+        std::fs::write(self.path(name, "id"), id.to_string()).unwrap();
     }
 
-    /// Which domains `list --all` and `list` show (by UUID, or by name with `--name`).
-    fn lists(&self, all: &[&str], active: &[&str]) {
-        let lines = |v: &[&str]| v.iter().map(|n| format!("{}\n", self.uuid(n))).collect::<String>();
-        self.dir.write("list-all", &lines(all));
-        self.dir.write("list-active", &lines(active));
+    /// Which domains `list --all` and `list` show.
+    pub fn lists(&self, all: &[&str], active: &[&str]) {
+        self.dir.write("list-all", &FakeVirsh::uuids(all));
+        self.dir.write("list-active", &FakeVirsh::uuids(active));
     }
 
-    fn log(&self) -> Vec<String> {
+    /// Which domains `list --transient` shows.
+    fn transient(&self, names: &[&str]) {
+        self.dir.write("list-transient", &FakeVirsh::uuids(names));
+    }
+
+    fn uuids(names: &[&str]) -> String {
+        names.iter().map(|n| format!("{}\n", FakeVirsh::uuid(n))).collect()
+    }
+
+    pub fn log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap().lines().map(str::to_string).collect()
     }
 
-    fn enable_calls(&self) -> Vec<String> {
-        self.log().into_iter().filter(|l| l.contains("[--enable]")).collect()
+    fn define_calls(&self) -> Vec<String> {
+        self.log().into_iter().filter(|l| l.starts_with("[define]")).collect()
     }
 
-    fn apply(&self, config: &str, args: &[&str]) -> Output {
-        let root = TempDir::with_config("apply", config);
-        let mut argv = vec!["apply"];
+    /// Runs `cmd args…` with this virsh and a fake root holding `config`.
+    pub fn run(&self, config: &str, cmd: &str, args: &[&str]) -> Output {
+        let root = TempDir::with_config(cmd, config);
+        let mut argv = vec![cmd];
         argv.extend_from_slice(args);
         run_with(root.path(), &argv, "", &[("VIRSH", &self.bin())])
     }
+
+    fn apply(&self, config: &str, args: &[&str]) -> Output {
+        self.run(config, "apply", args)
+    }
 }
 
-/// The table row for `name`: (RESULT, DETAIL). Cells are separated by two or more spaces.
+/// `<perf>` lines with these (name, enabled) events.
+pub fn perf(events: &[(&str, &str)]) -> String {
+    let lines: String = events.iter().map(|(n, e)| format!("    <event name='{n}' enabled='{e}'/>\n")).collect();
+    format!("  <perf>\n{lines}  </perf>\n")
+}
+
+/// The table row for `name`: (RESULT, DETAIL).
 fn row(out: &Output, name: &str) -> (String, String) {
+    let cells = table_row(out, name, &["RESULT", "DETAIL"]);
+    (cells[0].clone(), cells[1].clone())
+}
+
+/// The cells under `columns` in the table row for `name` (the first column). Names may hold
+/// spaces, so cells are cut at the header's column offsets (names are ASCII here).
+pub fn table_row(out: &Output, name: &str, columns: &[&str]) -> Vec<String> {
     let text = stdout(out);
     let header = text.lines().next().unwrap_or_default();
-    let (r, d) = (header.find("RESULT").expect("table header"), header.find("DETAIL").expect("table header"));
+    let at: Vec<usize> = columns.iter().map(|c| header.find(c).unwrap_or_else(|| panic!("no {c} in {header}"))).collect();
     for line in text.lines().skip(1) {
-        // Names may hold spaces, so cut at the header's column offsets (names are ASCII here).
-        if line.len() >= r && line[..r].trim_end() == name {
-            let result = line[r..d.min(line.len())].trim().to_string();
-            let detail = line.get(d..).unwrap_or("").to_string();
-            return (result, detail);
+        if line.len() < at[0] || line[..at[0]].trim_end() != name {
+            continue;
         }
+        let cell = |i: usize| {
+            let end = at.get(i + 1).copied().unwrap_or(usize::MAX).min(line.len());
+            line.get(at[i]..end).unwrap_or("").trim().to_string()
+        };
+        return (0..at.len()).map(cell).collect();
     }
     panic!("no row for '{name}' in:\n{text}");
 }
@@ -165,22 +208,21 @@ const WEIRD: [&str; 4] = ["-x", "a;rm -rf /", "with space", "--config"];
 /// The fake host of the core scenario: every kind of guest, in `--all` order.
 fn mixed() -> FakeVirsh {
     let f = FakeVirsh::new("fake-mixed");
-    let yes = "  <perf>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n";
-    let said_no = "  <perf>\n    <event name='cpu_clock' enabled='no'/>\n  </perf>\n";
-    let both = "  <perf>\n    <event name='cpu_clock' enabled='yes'/>\n    <event name='page_faults' enabled='yes'/>\n  </perf>\n";
-    f.domain("broken", "", &[], &[]);
-    f.fail_enable("broken");
-    f.domain("no-perf", "", &[], &[]);
-    f.domain("partial", yes, &["page_faults"], &["page_faults"]);
-    f.domain("said-no", said_no, &[], &[]);
-    f.domain("all-set", both, &["cpu_clock", "page_faults"], &["cpu_clock", "page_faults"]);
-    f.domain("skip-me", "", &[], &[]);
+    f.domain("broken", "");
+    f.fail_define("broken");
+    f.domain("no-perf", "");
+    f.domain("partial", &perf(&[("page_faults", "yes")]));
+    f.domain("said-no", &perf(&[("cpu_clock", "no")]));
+    f.domain("all-set", &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")]));
+    f.domain("skip-me", "");
+    f.domain("temp", "");
     for n in WEIRD {
-        f.domain(n, "", &[], &[]);
+        f.domain(n, "");
     }
-    let mut all = vec!["broken", "no-perf", "partial", "said-no", "all-set", "skip-me"];
+    let mut all = vec!["broken", "no-perf", "partial", "said-no", "all-set", "skip-me", "temp"];
     all.extend(WEIRD);
-    f.lists(&all, &["no-perf"]);
+    f.lists(&all, &["no-perf", "temp"]);
+    f.transient(&["temp"]);
     f
 }
 
@@ -190,40 +232,52 @@ fn apply_mixed_guests_respect() {
     let out = f.apply(EVENTS_CFG, &["--all"]);
     assert_eq!(out.status.code(), Some(1), "a failed domain makes exit 1:\n{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).starts_with("DOMAIN"), "{}", stdout(&out));
-    let enabled_both = ("changed".to_string(), "enabled cpu_clock,page_faults (config)".to_string());
-    assert_eq!(row(&out, "no-perf"), enabled_both);
-    assert_eq!(row(&out, "partial"), ("changed".into(), "enabled cpu_clock (config)".into()));
+    let added_both = ("changed".to_string(), "added cpu_clock,page_faults".to_string());
+    assert_eq!(row(&out, "no-perf"), ("changed".into(), format!("added cpu_clock,page_faults; {NEXT_START}")), "running");
+    assert_eq!(row(&out, "partial"), ("changed".into(), "added cpu_clock".into()));
     assert_eq!(
         row(&out, "said-no"),
-        ("changed".into(), "enabled page_faults (config); kept disabled cpu_clock (existing: respect)".into())
+        ("changed".into(), "added page_faults; kept disabled cpu_clock (existing: respect)".into())
     );
     assert_eq!(row(&out, "all-set"), ("ok".into(), "has cpu_clock,page_faults".into()));
     let (res, detail) = row(&out, "skip-me");
     assert_eq!(res, "skipped");
     assert!(detail.contains("not selected"), "{detail}");
-    let (res, detail) = row(&out, "broken");
-    assert_eq!(res, "failed");
-    assert!(detail.contains("Unable to enable/disable perf events error: boom"), "virsh's message, one line: {detail}");
+    assert_eq!(row(&out, "broken"), ("failed".into(), "defining the new config failed: error: operation failed: boom".into()));
     for n in WEIRD {
-        assert_eq!(row(&out, n), enabled_both, "{n}");
+        assert_eq!(row(&out, n), added_both, "{n}");
     }
+    // The persistent XML was rewritten and defined back: the events added, nothing else changed.
+    assert_eq!(f.persistent("partial"), FakeVirsh::xml("partial", &perf(&[("page_faults", "yes"), ("cpu_clock", "yes")])));
+    assert_eq!(f.persistent("said-no"), FakeVirsh::xml("said-no", &perf(&[("cpu_clock", "no"), ("page_faults", "yes")])));
     let log = f.log();
     // Guests are listed by UUID and every per-guest call names the UUID: a name never reaches
     // virsh's lookup, whatever it contains.
     for n in WEIRD {
-        let u = f.uuid(n);
-        let want = format!("[perf][--domain][{u}][--enable][cpu_clock,page_faults][--config]");
-        assert!(log.contains(&want), "{want} not in log:\n{}", log.join("\n"));
-        assert!(log.contains(&format!("[dumpxml][--inactive][--domain][{u}]")), "{n}");
+        let u = FakeVirsh::uuid(n);
+        assert!(log.contains(&format!("[dumpxml][--inactive][--security-info][--domain][{u}]")), "{n}:\n{}", log.join("\n"));
         assert!(log.iter().all(|l| !l.contains(&format!("[--domain][{n}]"))), "{n} was passed to virsh");
+        assert_eq!(f.persistent(n), FakeVirsh::xml(n, &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")])), "{n}");
     }
-    let skipped = f.uuid("skip-me");
+    // An excluded guest is looked up (its name decides), nothing more.
+    let skipped = FakeVirsh::uuid("skip-me");
     assert!(log.iter().all(|l| !l.contains(&skipped) || l.starts_with("[dominfo]") || l.starts_with("[domname]")), "an excluded guest is not touched");
-    assert!(log.iter().all(|l| !l.contains("[--live]")), "no --live without --live");
-    // The pinned version means no `virsh version`; --all means one `list --all --uuid`.
-    assert_eq!(log[0], "[list][--all][--uuid]");
+    assert_eq!(f.persistent("skip-me"), FakeVirsh::xml("skip-me", ""));
+    assert!(log.iter().all(|l| !l.contains("[--live]")), "nothing live: {log:?}");
+    assert!(log.iter().all(|l| !l.starts_with("[perf]")), "no virsh perf: {log:?}");
+    // A transient guest has no persistent config: defining it would make it persistent.
+    assert_eq!(row(&out, "temp"), ("skipped".into(), "transient: it has no persistent config to change".into()));
+    let temp = FakeVirsh::uuid("temp");
+    assert!(log.iter().all(|l| !l.contains(&temp) || l.starts_with("[dominfo]") || l.starts_with("[domname]")), "a transient guest is not touched");
+    assert_eq!(f.persistent("temp"), FakeVirsh::xml("temp", ""));
+    // The pinned version means no `virsh version`; --all means one `list --all --uuid`, and one
+    // `list --uuid` and one `list --transient --uuid` tell the running and transient guests.
+    assert_eq!(log[..3], ["[list][--all][--uuid]", "[list][--uuid]", "[list][--transient][--uuid]"]);
     // broken, no-perf, partial, said-no and the weird names: the loop went on past the failure.
-    assert_eq!(f.enable_calls().len(), 4 + WEIRD.len());
+    // Each new config goes to virsh on its stdin, never through a file.
+    let defines = f.define_calls();
+    assert_eq!(defines.len(), 4 + WEIRD.len(), "{defines:?}");
+    assert!(defines.iter().all(|d| d == "[define][--file][/dev/stdin]"), "{defines:?}");
 }
 
 #[test]
@@ -232,96 +286,155 @@ fn apply_override_enables_explicit_no() {
     let cfg = EVENTS_CFG.replace("\"host_probe\"", "\"existing\": \"override\", \"host_probe\"");
     let out = f.apply(&cfg, &["said-no", "partial"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(row(&out, "said-no"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()));
-    assert_eq!(row(&out, "partial"), ("changed".into(), "enabled cpu_clock (config)".into()));
+    assert_eq!(row(&out, "said-no"), ("changed".into(), "added page_faults; enabled cpu_clock".into()));
+    assert_eq!(row(&out, "partial"), ("changed".into(), "added cpu_clock".into()));
     assert_eq!(stdout(&out).lines().count(), 3, "only the named domains:\n{}", stdout(&out));
+    assert!(f.persistent("said-no").contains("<event name='cpu_clock' enabled='yes'/>"));
 }
 
 #[test]
 fn apply_dry_run_changes_nothing() {
     let f = mixed();
+    let before = f.persistent("no-perf");
     let out = f.apply(EVENTS_CFG, &["--dry-run", "--all"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(f.enable_calls().is_empty(), "dry run called --enable: {:?}", f.enable_calls());
-    assert_eq!(row(&out, "no-perf"), ("would change".into(), "would enable cpu_clock,page_faults (config)".into()));
+    assert!(f.define_calls().is_empty(), "dry run called define: {:?}", f.define_calls());
+    assert_eq!(f.persistent("no-perf"), before);
+    assert_eq!(row(&out, "no-perf"), ("would change".into(), format!("added cpu_clock,page_faults; {NEXT_START}")));
     assert_eq!(row(&out, "broken").0, "would change");
     assert_eq!(row(&out, "all-set").0, "ok");
     assert_eq!(row(&out, "-x").0, "would change");
 }
 
+/// `--live` is gone: a running guest's counters enabled live would miss its vCPU threads.
 #[test]
-fn apply_live_touches_only_running_guests() {
-    let f = FakeVirsh::new("fake-live");
-    f.domain("running", "", &[], &["page_faults"]);
-    f.domain("stopped", "", &[], &[]);
-    f.lists(&["running", "stopped"], &["running"]);
-    let out = f.apply(EVENTS_CFG, &["--live", "running", "stopped", "running"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        row(&out, "running"),
-        ("changed".into(), "enabled cpu_clock,page_faults (config); enabled cpu_clock (live)".into())
-    );
-    assert_eq!(
-        row(&out, "stopped"),
-        ("changed".into(), "enabled cpu_clock,page_faults (config); not running (config only)".into())
-    );
-    assert_eq!(stdout(&out).lines().count(), 3, "a repeated name is done once");
-    let calls = f.enable_calls();
-    let (running, stopped) = (f.uuid("running"), f.uuid("stopped"));
-    assert_eq!(
-        calls,
-        vec![
-            format!("[perf][--domain][{running}][--enable][cpu_clock,page_faults][--config]"),
-            format!("[perf][--domain][{running}][--enable][cpu_clock][--live]"),
-            format!("[perf][--domain][{stopped}][--enable][cpu_clock,page_faults][--config]"),
-        ]
-    );
-    assert!(f.log().iter().all(|l| !(l.contains(&stopped) && l.contains("[--live]"))));
+fn apply_live_is_a_usage_error() {
+    let f = mixed();
+    let out = f.apply(EVENTS_CFG, &["--live", "--all"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--live is gone: counters enabled on a running guest miss its vCPU threads"), "{err}");
+    assert!(err.contains("they start complete at the guest's next start (boot, restore or migration)"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    assert!(f.log().is_empty(), "virsh ran: {:?}", f.log());
 }
 
-/// A UUID or an ID names the guest: `domains` include/exclude apply to its name, and `--live`
-/// sees that it runs (the issue: `apply <uuid>` enabled events on an excluded guest).
+/// Events the guest enables that this host cannot have are removed from its persistent config
+/// (the fake root has no PMU and no intel_cqm); `enabled='no'` choices stay; "keep" leaves them.
+#[test]
+fn apply_heals_the_persistent_config() {
+    let f = FakeVirsh::new("fake-heal");
+    let carried = perf(&[("cmt", "yes"), ("cpu_cycles", "no"), ("future_event", "no"), ("page_faults", "yes")]);
+    f.domain("vm", &carried);
+    f.lists(&["vm"], &["vm"]);
+    let cfg = r#"{"enabled_perf_events": [], "libvirt_version": "9.0.0"}"#;
+    let dry = f.apply(cfg, &["--dry-run", "vm"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    let why = "removed cmt (the host cannot open it: no /sys/devices/intel_cqm (Intel CQM perf support was removed in Linux 4.14)), \
+               future_event (libvirt 9.0.0 does not know this event)";
+    assert_eq!(row(&dry, "vm"), ("would change".into(), format!("{why}; {NEXT_START}")));
+    let out = f.apply(cfg, &["vm"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(row(&out, "vm"), ("changed".into(), format!("{why}; {NEXT_START}")));
+    assert_eq!(f.persistent("vm"), FakeVirsh::xml("vm", &perf(&[("cpu_cycles", "no"), ("page_faults", "yes")])));
+    let again = f.apply(cfg, &["vm"]);
+    assert_eq!(row(&again, "vm"), ("ok".into(), "nothing to change".into()));
+
+    f.domain("vm", &carried);
+    let keep = f.apply(r#"{"libvirt_version": "9.0.0", "unsupported": "keep"}"#, &["vm"]);
+    assert_eq!(row(&keep, "vm"), ("ok".into(), "nothing to change".into()));
+    assert_eq!(f.persistent("vm"), FakeVirsh::xml("vm", &carried));
+}
+
+/// A guest named twice is done once; a running guest's config changes too, and its row says the
+/// counters wait for its next start (nothing is enabled live: it would miss its vCPU threads).
+#[test]
+fn apply_running_and_stopped_guests() {
+    let f = FakeVirsh::new("fake-running");
+    f.domain("running", "");
+    f.live("running", &perf(&[("page_faults", "yes")]));
+    f.domain("stopped", "");
+    f.lists(&["running", "stopped"], &["running"]);
+    let out = f.apply(EVENTS_CFG, &["running", "stopped", "running"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(row(&out, "running"), ("changed".into(), format!("added cpu_clock,page_faults; {NEXT_START}")));
+    assert_eq!(row(&out, "stopped"), ("changed".into(), "added cpu_clock,page_faults".into()));
+    assert_eq!(stdout(&out).lines().count(), 3, "a repeated name is done once");
+    let both = perf(&[("cpu_clock", "yes"), ("page_faults", "yes")]);
+    for n in ["running", "stopped"] {
+        assert_eq!(f.persistent(n), FakeVirsh::xml(n, &both), "{n}");
+    }
+    let log = f.log();
+    let dumps: Vec<&String> = log.iter().filter(|l| l.starts_with("[dumpxml]")).collect();
+    let (running, stopped) = (FakeVirsh::uuid("running"), FakeVirsh::uuid("stopped"));
+    assert_eq!(
+        dumps,
+        [
+            &format!("[dumpxml][--inactive][--security-info][--domain][{running}]"),
+            &format!("[dumpxml][--inactive][--security-info][--domain][{stopped}]"),
+        ],
+        "the persistent config, once per guest"
+    );
+    assert_eq!(f.define_calls().len(), 2, "{log:?}");
+    assert!(log.iter().all(|l| !l.contains("[--live]") && !l.starts_with("[perf]")), "nothing live: {log:?}");
+}
+
+/// A UUID or an ID names the guest: `domains` include/exclude apply to its name, and a running
+/// guest given by ID or UUID is known to run (the issue: `apply <uuid>` enabled events on an
+/// excluded guest).
 #[test]
 fn apply_by_uuid_or_id_with_a_fake_virsh() {
     let f = FakeVirsh::new("fake-uuid");
-    f.domain("skip-me", "", &[], &[]);
-    f.domain("web", "", &[], &["page_faults"]);
+    f.domain("skip-me", "");
+    f.domain("web", "");
+    f.live("web", &perf(&[("page_faults", "yes")]));
     f.id("web", 7);
     f.lists(&["skip-me", "web"], &["web"]);
-    let out = f.apply(EVENTS_CFG, &["--live", &f.uuid("skip-me"), "7", "web", &f.uuid("web")]);
+    let (skip, web) = (FakeVirsh::uuid("skip-me"), FakeVirsh::uuid("web"));
+    let out = f.apply(EVENTS_CFG, &[&skip, "7", "web", &web]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(row(&out, "skip-me").0, "skipped", "{}", stdout(&out));
     assert_eq!(
         row(&out, "web"),
-        ("changed".into(), "enabled cpu_clock,page_faults (config); enabled cpu_clock (live)".into()),
+        ("changed".into(), format!("added cpu_clock,page_faults; {NEXT_START}")),
         "the same running guest three ways, done once"
     );
     assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
-    assert!(f.enable_calls().iter().all(|l| !l.contains(&f.uuid("skip-me"))), "{:?}", f.enable_calls());
+    // The excluded guest given by UUID is not changed: looked up, never read or defined.
+    assert_eq!(f.persistent("skip-me"), FakeVirsh::xml("skip-me", ""));
+    let log = f.log();
+    assert!(log.iter().all(|l| !l.contains(&skip) || l.starts_with("[dominfo]") || l.starts_with("[domname]")), "{log:?}");
+    assert_eq!(f.define_calls().len(), 1, "{log:?}");
+    assert_eq!(f.persistent("web"), FakeVirsh::xml("web", &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")])));
 }
 
 /// A name ending in '\r' (libvirt accepts `<name>x&#13;</name>`) comes through `--all` whole.
 #[test]
 fn apply_all_with_a_carriage_return_in_a_name() {
     let f = FakeVirsh::new("fake-cr");
-    f.domain("cr\r", "", &[], &[]);
+    f.domain("cr\r", "");
     f.lists(&["cr\r"], &[]);
     let out = f.apply(EVENTS_CFG, &["--all"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()));
+    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "added cpu_clock,page_faults".into()));
+    // Defined with the '\r' as a character reference: a bare one would be read as a '\n'.
+    let want = FakeVirsh::xml("cr\r", &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")])).replace('\r', "&#13;");
+    assert_eq!(f.persistent("cr\r"), want);
 }
 
 #[test]
 fn apply_gets_the_version_from_the_daemon() {
     let f = FakeVirsh::new("fake-version");
-    f.domain("vm", "", &[], &[]);
+    f.domain("vm", &perf(&[("task_clock", "yes")]));
     // The daemon is older than the client library: the daemon decides (page_faults needs 3.2.0).
     f.dir.write("version", "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 2.8.0\nRunning against daemon: 3.0.0\n");
     let cfg = r#"{"enabled_perf_events": ["page_faults", "cpu_cycles"], "host_probe": false}"#;
     let out = f.apply(cfg, &["--connect", "qemu+ssh://h/system", "vm"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("not enabling page_faults: needs libvirt 3.2.0, this host has 3.0.0"), "{}", stderr(&out));
-    assert_eq!(row(&out, "vm"), ("changed".into(), "enabled cpu_cycles (config)".into()));
+    // task_clock, too new for that daemon, goes; the remote kernel's PMU is not judged from here.
+    let want = "added cpu_cycles; removed task_clock (needs libvirt 3.2.0, this host has 3.0.0)";
+    assert_eq!(row(&out, "vm"), ("changed".into(), want.into()));
     assert_eq!(f.log()[0], "[-c][qemu+ssh://h/system][version][--daemon]");
     assert!(f.log().iter().all(|l| l.starts_with("[-c][qemu+ssh://h/system]")));
 }
@@ -330,11 +443,17 @@ fn apply_gets_the_version_from_the_daemon() {
 fn apply_unknown_domain_fails_but_others_go_on() {
     let f = mixed();
     let out = f.apply(EVENTS_CFG, &["ghost", "no-perf"]);
+    // The name is looked up as given (virsh's own error comes back); nothing else runs on it.
+    let log = f.log();
+    assert!(log.contains(&"[dominfo][--domain][ghost]".to_string()), "{log:?}");
+    assert_eq!(log.iter().filter(|l| l.contains("ghost")).count(), 1, "{log:?}");
     assert_eq!(out.status.code(), Some(1));
     let (res, detail) = row(&out, "ghost");
     assert_eq!(res, "failed");
     assert!(detail.contains("failed to get domain 'ghost'"), "{detail}");
     assert_eq!(row(&out, "no-perf").0, "changed");
+    let no_perf = FakeVirsh::uuid("no-perf");
+    assert!(log.contains(&format!("[dumpxml][--inactive][--security-info][--domain][{no_perf}]")), "{log:?}");
 }
 
 #[test]
@@ -352,8 +471,8 @@ fn missing_virsh_is_one_clear_line() {
 }
 
 /// A `$VIRSH` that runs the real virsh on the test driver in one session (its state lives per
-/// connection): the define it was asked for, then `dumpxml NAME`. It keeps a copy of the file it
-/// got and that file's mode.
+/// connection): the define it was asked for, then `dumpxml NAME`. It keeps a copy of what it
+/// read and its argv.
 fn define_wrapper(dir: &TempDir, name: &str) -> String {
     let d = dir.path().display();
     let script = format!(
@@ -508,16 +627,20 @@ pub fn real_libvirtd_checks(uri: &str) {
     // No -q: `virsh -q perf` prints nothing at all.
     let virsh = |args: &[&str]| Command::new("virsh").args(["-c", uri]).args(args).output().unwrap();
     let names = ["vph-apply-defined", "vph-apply-none", "vph-apply-partial", "vph-apply-said-no", "vph-apply-excluded", "vph-apply-cr\r"];
+    let transient = "vph-apply-transient";
     struct Cleanup<'a>(&'a str, &'a [&'a str]);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
             for n in self.1 {
-                let _ = Command::new("virsh").args(["-q", "-c", self.0, "undefine", "--domain", n]).output();
+                for cmd in ["destroy", "undefine"] {
+                    let _ = Command::new("virsh").args(["-q", "-c", self.0, cmd, "--domain", n]).output();
+                }
             }
         }
     }
-    drop(Cleanup(uri, &names)); // leftovers of an earlier run
-    let _cleanup = Cleanup(uri, &names);
+    let all_names = [&names[..], &[transient]].concat();
+    drop(Cleanup(uri, &all_names)); // leftovers of an earlier run
+    let _cleanup = Cleanup(uri, &all_names);
     let template = |name: &str, perf: &str| {
         format!("<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>{perf}<devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>")
     };
@@ -558,12 +681,14 @@ pub fn real_libvirtd_checks(uri: &str) {
         (names[4], String::new()),
         ("vph-apply-cr&#13;", String::new()),
     ] {
-        let f = root.write(&format!("{}.xml", name.replace('&', "_")), &template(name, &p));
+        // A VNC password: apply's define must keep it (dumpxml --security-info).
+        let xml = template(name, &p).replace("<devices>", "<devices><graphics type='vnc' autoport='yes' passwd='s3cret'/>");
+        let f = root.write(&format!("{}.xml", name.replace('&', "_")), &xml);
         let out = virsh(&["define", "--file", f.to_str().unwrap()]);
         assert!(out.status.success(), "virsh define {name}: {}", stderr(&out));
     }
     let apply = |extra: &[&str]| {
-        let mut args = vec!["--config", cfg, "apply", "--connect", uri, "--live"];
+        let mut args = vec!["--config", cfg, "apply", "--connect", uri];
         args.extend_from_slice(extra);
         args.extend_from_slice(&names[..5]);
         run_in(root.path(), &args, "")
@@ -580,10 +705,9 @@ pub fn real_libvirtd_checks(uri: &str) {
     let out = apply(&[]);
     assert_eq!(out.status.code(), Some(0), "apply: {}{}", stdout(&out), stderr(&out));
     let t = stdout(&out);
-    assert_eq!(row(&out, names[0]), ("ok".into(), "has cpu_clock,page_faults; not running (config only)".into()), "{t}");
-    assert_eq!(row(&out, names[1]).0, "changed", "{t}");
-    assert!(row(&out, names[1]).1.starts_with("enabled cpu_clock,page_faults (config)"), "{t}");
-    assert!(row(&out, names[2]).1.starts_with("enabled cpu_clock (config)"), "{t}");
+    assert_eq!(row(&out, names[0]), ("ok".into(), "has cpu_clock,page_faults".into()), "{t}");
+    assert_eq!(row(&out, names[1]), ("changed".into(), "added cpu_clock,page_faults".into()), "{t}");
+    assert_eq!(row(&out, names[2]), ("changed".into(), "added cpu_clock".into()), "{t}");
     assert!(row(&out, names[3]).1.contains("kept disabled cpu_clock (existing: respect)"), "{t}");
     assert_eq!(row(&out, names[4]).0, "skipped", "{t}");
     let mut both = on(names[1]);
@@ -592,8 +716,9 @@ pub fn real_libvirtd_checks(uri: &str) {
     assert_eq!(on(names[2]).len(), 2);
     assert_eq!(on(names[3]), vec!["page_faults"], "explicit enabled='no' respected");
     assert!(on(names[4]).is_empty(), "excluded guest untouched");
-    let said_no = stdout(&virsh(&["dumpxml", "--inactive", "--domain", names[3]]));
+    let said_no = stdout(&virsh(&["dumpxml", "--inactive", "--security-info", "--domain", names[3]]));
     assert!(said_no.contains("<event name='cpu_clock' enabled='no'/>"), "{said_no}");
+    assert!(said_no.contains("passwd='s3cret'"), "the VNC password was lost:\n{said_no}");
 
     // 5. Again: nothing left to do.
     let out = apply(&[]);
@@ -617,17 +742,28 @@ pub fn real_libvirtd_checks(uri: &str) {
     );
     let out = run_in(root.path(), &["--config", only_ours.to_str().unwrap(), "apply", "--connect", uri, "--all"], "");
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(row(&out, "vph-apply-cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
+    assert_eq!(row(&out, "vph-apply-cr\\r"), ("changed".into(), "added cpu_clock,page_faults".into()), "{}", stdout(&out));
     let mut cr = on(names[5]);
     cr.sort();
     assert_eq!(cr, vec!["cpu_clock", "page_faults"]);
+    let cr_xml = stdout(&virsh(&["dumpxml", "--inactive", "--security-info", "--domain", names[5]]));
+    assert!(cr_xml.contains("passwd='s3cret'"), "the VNC password was lost:\n{cr_xml}");
+
+    // 8. A transient guest is left alone: defining its XML would make it persistent.
+    let f = root.write("transient.xml", &template(transient, ""));
+    let out = virsh(&["create", "--file", f.to_str().unwrap()]);
+    assert!(out.status.success(), "virsh create: {}", stderr(&out));
+    let out = run_in(root.path(), &["--config", cfg, "apply", "--connect", uri, transient], "");
+    assert_eq!(row(&out, transient), ("skipped".into(), "transient: it has no persistent config to change".into()));
+    let info = stdout(&virsh(&["dominfo", "--domain", transient]));
+    assert!(info.lines().any(|l| l.starts_with("Persistent:") && l.ends_with("no")), "{info}");
 }
 
 /// A host part in the URI means another host: nothing probed or cached here applies to it.
 #[test]
 fn apply_remote_uses_no_local_probe_or_cache() {
     let f = FakeVirsh::new("fake-remote");
-    f.domain("vm", "", &[], &[]);
+    f.domain("vm", &perf(&[("instructions", "yes")]));
     let root = TempDir::with_config("remote", r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#);
     // This host's libvirt (2.0.0) would drop both events: it must not be consulted.
     root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.2000.0", "");
@@ -635,14 +771,15 @@ fn apply_remote_uses_no_local_probe_or_cache() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let want = "not enabling cpu_cycles: cannot probe the remote host; set \"host_probe\": false to trust it";
     assert!(stderr(&out).contains(want), "{}", stderr(&out));
-    assert_eq!(row(&out, "vm"), ("changed".into(), "enabled page_faults (config)".into()));
+    // Not knowing whether the remote host opens `instructions` is no reason to take it away.
+    assert_eq!(row(&out, "vm"), ("changed".into(), "added page_faults".into()));
     assert!(!root.path().join("var/cache/libvirt/virt-perf-hook").exists(), "the local cache was used");
 }
 
 #[test]
 fn remote_version_failure_is_an_error_local_falls_back() {
     let f = FakeVirsh::new("fake-nover");
-    f.domain("vm", "", &[], &[]);
+    f.domain("vm", "");
     std::fs::remove_file(f.dir.path().join("version")).unwrap();
     let root = TempDir::with_config("nover", r#"{"enabled_perf_events": ["page_faults"], "host_probe": false}"#);
     root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0", "");
@@ -654,7 +791,7 @@ fn remote_version_failure_is_an_error_local_falls_back() {
     let out = run_with(root.path(), &["apply", "--connect", "test:///default", "vm"], "", &[("VIRSH", &f.bin())]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("detecting it locally"), "{}", stderr(&out));
-    assert_eq!(row(&out, "vm"), ("changed".into(), "enabled page_faults (config)".into()));
+    assert_eq!(row(&out, "vm"), ("changed".into(), "added page_faults".into()));
 }
 
 #[test]
@@ -678,7 +815,7 @@ fn define_remote_keeps_only_software_events() {
 const TEST_UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
 
 /// A target given as a UUID or a domain ID is the guest it names: the include/exclude rules
-/// apply to its real name, and `--live` knows it is running.
+/// apply to its real name, and it is known to be running.
 #[test]
 fn apply_by_uuid_or_id_is_the_named_guest() {
     if !have("virsh") {
@@ -687,7 +824,7 @@ fn apply_by_uuid_or_id_is_the_named_guest() {
     let excluded = TempDir::with_config("apply-id-excl", &EVENTS_CFG.replace("skip-*", "test"));
     let included = TempDir::with_config("apply-id", EVENTS_CFG);
     for target in ["1", TEST_UUID, "test"] {
-        let args = ["apply", "--connect", "test:///default", "--live", "--dry-run", target];
+        let args = ["apply", "--connect", "test:///default", "--dry-run", target];
         let out = run_in(excluded.path(), &args, "");
         assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
         let (res, detail) = row(&out, "test");
@@ -695,7 +832,7 @@ fn apply_by_uuid_or_id_is_the_named_guest() {
 
         let out = run_in(included.path(), &args, "");
         assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
-        assert_eq!(row(&out, "test"), ("would change".into(), "would enable cpu_clock,page_faults (config+live)".into()), "{target}");
+        assert_eq!(row(&out, "test"), ("would change".into(), format!("added cpu_clock,page_faults; {NEXT_START}")), "{target}");
     }
     // The same guest three ways is one row.
     let out = run_in(included.path(), &["apply", "--connect", "test:///default", "--dry-run", "1", TEST_UUID, "test"], "");
@@ -710,19 +847,30 @@ fn apply_all_handles_any_name_libvirt_lists() {
         skip!("virsh not installed (apt-get install libvirt-clients)");
     }
     let root = TempDir::with_config("apply-cr", EVENTS_CFG);
-    // A test-driver host of its own: both guests run, 'cr\r' with ID 1 and '1' with ID 2.
+    // A test-driver host of its own: 'a' runs with ID 1, '1' with ID 2, and 'cr\r' is shut off
+    // (test:runstate 5). It must be: libvirt keeps a running guest's persistent config as a copy
+    // made by formatting and re-parsing its XML, which turns the '\r' into a '\n' before any
+    // tool sees it.
+    let dom = |name: &str, n: u32, extra: &str| {
+        format!(
+            "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'><name>{name}</name>\
+             <uuid>11111111-2222-4333-8444-55555555550{n}</uuid><memory unit='MiB'>64</memory><os><type>hvm</type></os>{extra}</domain>\n"
+        )
+    };
     let node = root.write(
         "node.xml",
-        "<node>\n  <domain type='test'><name>cr&#13;</name><uuid>11111111-2222-4333-8444-555555555501</uuid>\
-         <memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n  \
-         <domain type='test'><name>1</name><uuid>11111111-2222-4333-8444-555555555502</uuid>\
-         <memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n</node>\n",
+        &format!("<node>\n{}{}{}</node>\n", dom("a", 0, ""), dom("cr&#13;", 1, "<test:runstate>5</test:runstate>"), dom("1", 2, "")),
     );
     let uri = format!("test://{}", node.display());
     let out = run_in(root.path(), &["apply", "--connect", &uri, "--all"], "");
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "enabled cpu_clock,page_faults (config)".into()), "{}", stdout(&out));
-    assert_eq!(row(&out, "1").0, "changed", "{}", stdout(&out));
+    assert_eq!(row(&out, "cr\\r"), ("changed".into(), "added cpu_clock,page_faults".into()), "{}", stdout(&out));
+    // '1' is not the guest with ID 1: each has its own row (running: the change waits for its
+    // next start).
+    let running = ("changed".to_string(), format!("added cpu_clock,page_faults; {NEXT_START}"));
+    assert_eq!(row(&out, "1"), running, "{}", stdout(&out));
+    assert_eq!(row(&out, "a"), running, "{}", stdout(&out));
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out));
 }
 
 /// Local or remote is decided from the URI virsh will really use: --connect, else
@@ -732,7 +880,6 @@ fn apply_all_handles_any_name_libvirt_lists() {
 #[test]
 fn default_uri_decides_local_or_remote() {
     let f = FakeVirsh::new("fake-defuri");
-    f.domain("vm", "", &[], &[]);
     f.dir.write("uri", "qemu:///system\n\n");
     let cfg = r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#;
     let remote = "qemu+ssh://host2/system";
@@ -748,6 +895,8 @@ fn default_uri_decides_local_or_remote() {
         ("nothing: libvirt probes local drivers", &[], &[], None, false),
     ];
     for (what, flags, env, conf, is_remote) in cases {
+        // A fresh guest each time: apply defines the new config.
+        f.domain("vm", "");
         let root = TempDir::with_config("defuri", cfg);
         root.write("/usr/lib/x86_64-linux-gnu/libvirt.so.0.9000.0", "");
         root.write("/proc/sys/kernel/random/boot_id", "6f1c1d1e-0000-4000-8000-000000000001\n");
@@ -786,7 +935,7 @@ fn default_uri_decides_local_or_remote() {
 #[test]
 fn unparsable_version_output_is_named() {
     let f = FakeVirsh::new("fake-badver");
-    f.domain("vm", "", &[], &[]);
+    f.domain("vm", "");
     f.dir.write("version", "something else entirely\n");
     let root = TempDir::with_config("badver", r#"{"enabled_perf_events": ["page_faults"], "host_probe": false}"#);
     let out = run_with(root.path(), &["apply", "--connect", "qemu+ssh://h/system", "vm"], "", &[("VIRSH", &f.bin())]);
@@ -812,7 +961,7 @@ fn dash_c_with_a_uri_is_explained() {
     assert!(!stderr(&out).contains("URI"), "{}", stderr(&out));
 
     let f = FakeVirsh::new("fake-dash-cap-c");
-    f.domain("vm", "", &[], &[]);
+    f.domain("vm", "");
     f.lists(&["vm"], &[]);
     let out = run_with(root.path(), &["apply", "-C", "test:///default", "--all"], "", &[("VIRSH", &f.bin())]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -1,0 +1,417 @@
+//! The `status` command: what each guest really has. For every selected guest: the events in its
+//! persistent config and live, whether its live counters see all of its threads, and which events
+//! would make its next start fail. It only reads (virsh list, dumpxml, domstats); it changes
+//! nothing.
+//!
+//! libvirt opens a guest's counters on the QEMU process with `inherit=1`, so they count the
+//! threads created after they were opened. Opened at launch (boot, restore, incoming migration)
+//! they see every thread; opened on a running guest (`virsh perf --enable --live`, or when the
+//! daemon restarts and reopens them) they miss the vCPU threads that already run. That is visible
+//! by comparing a clock counter (`task_clock`, `cpu_clock`: nanoseconds the counted threads ran)
+//! with the CPU time of the whole guest (`cpu.time`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::cmd::virsh::{dedup, render_columns, write_stdout, Virsh};
+use crate::cmd::{filter, Ctx};
+use crate::core::config::Config;
+use crate::core::rewrite::Document;
+use crate::host::plan::{self, Plan};
+use crate::support::error::{exit, Error, Result};
+
+/// The JSON's `schema`; raise it on any change that can break a reader.
+pub const SCHEMA: u32 = 1;
+
+/// How long the counters and CPU time are watched.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Less CPU time than this (ns) is too little to judge by.
+const MIN_CPU_NS: u64 = 20_000_000;
+/// Clock counter / CPU time at or above this: complete.
+const COMPLETE: f64 = 0.9;
+/// Below this: partial.
+const PARTIAL: f64 = 0.5;
+/// The events that count nanoseconds of the guest's threads, preferred first.
+const CLOCKS: [&str; 2] = ["task_clock", "cpu_clock"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusOpts {
+    pub connect: Option<String>,
+    pub json: bool,
+    pub all: bool,
+    pub domains: Vec<String>,
+}
+
+/// How far a guest's live counters can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counters {
+    /// The clock counter saw (nearly) all of the guest's CPU time.
+    Complete,
+    /// It saw less than half: opened on the running guest, it misses threads.
+    Partial,
+    /// No events live (or the guest is not running).
+    None,
+    /// Cannot tell; `reason` says why.
+    Unknown,
+}
+
+impl Counters {
+    fn as_str(self) -> &'static str {
+        match self {
+            Counters::Complete => "complete",
+            Counters::Partial => "partial",
+            Counters::None => "none",
+            Counters::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AtRisk {
+    pub event: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Guest {
+    pub domain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    pub running: bool,
+    /// `enabled='yes'` events in the persistent config.
+    pub config_events: Vec<String>,
+    /// `enabled='yes'` events in the live XML (running guests).
+    pub live_events: Vec<String>,
+    pub counters: Counters,
+    pub reason: String,
+    /// Events in the persistent config that make the next start fail here.
+    pub at_risk: Vec<AtRisk>,
+}
+
+impl Guest {
+    /// Nothing shown is wrong or unverified, and the next start is safe.
+    fn fine(&self) -> bool {
+        self.at_risk.is_empty() && matches!(self.counters, Counters::Complete | Counters::None)
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub complete: usize,
+    pub partial: usize,
+    pub none: usize,
+    pub unknown: usize,
+    /// Guests with at least one event at risk.
+    pub at_risk: usize,
+}
+
+/// The JSON document (`status --json`), fields in this order.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    schema: u32,
+    /// The libvirt version judged against, `null` when unknown.
+    libvirt: Option<String>,
+    /// What the exit status says: 0 exactly when this is true.
+    ok: bool,
+    guests: &'a [Guest],
+    /// Guests the config's domains include/exclude leaves out: not examined.
+    skipped: &'a [String],
+    summary: &'a Summary,
+}
+
+pub fn summarize(guests: &[Guest]) -> Summary {
+    let mut s = Summary::default();
+    for g in guests {
+        match g.counters {
+            Counters::Complete => s.complete += 1,
+            Counters::Partial => s.partial += 1,
+            Counters::None => s.none += 1,
+            Counters::Unknown => s.unknown += 1,
+        }
+        s.at_risk += usize::from(!g.at_risk.is_empty());
+    }
+    s
+}
+
+/// `virt-perf-hook status`: exit 0 when no selected guest has counters that are partial or
+/// unknown and none has an event at risk; 1 otherwise.
+pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
+    let cfg = ctx.load_config()?;
+    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
+    let plan = plan::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
+    let names = if o.all { virsh.list(&["--all", "--name"])? } else { dedup(&o.domains) };
+    let active = virsh.list(&["--name"])?;
+    let mut guests: Vec<Guest> = Vec::with_capacity(names.len());
+    let mut skipped: Vec<String> = Vec::new();
+    for name in &names {
+        match inspect(&virsh, &cfg, &plan, name, &active)? {
+            Some(g) => guests.push(g),
+            None => skipped.push(name.clone()),
+        }
+    }
+    judge_counters(&virsh, &mut guests)?;
+    let summary = summarize(&guests);
+    let ok = guests.iter().all(Guest::fine);
+    if o.json {
+        let doc = Report { schema: SCHEMA, libvirt: plan.version.map(|v| v.to_string()), ok, guests: &guests, skipped: &skipped, summary: &summary };
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Other(format!("cannot encode JSON: {e}")))?;
+        write_stdout(&format!("{text}\n"))?;
+    } else {
+        write_stdout(&render(&guests, &skipped))?;
+    }
+    if guests.is_empty() && skipped.is_empty() {
+        log::warn!("no domains defined{}", virsh.on());
+    } else if !ok {
+        log::warn!(
+            "{} partial, {} unknown, {} with events at risk; see the table",
+            summary.partial,
+            summary.unknown,
+            summary.at_risk
+        );
+    }
+    Ok(if ok { exit::OK } else { exit::FAILURE })
+}
+
+/// One guest's configs. `None` when the config's include/exclude leaves it out (judged on the
+/// name in its XML, so a UUID or ID given on the command line works too). Counters are judged
+/// later, for all guests at once.
+fn inspect(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, active: &[String]) -> Result<Option<Guest>> {
+    let mut g = Guest {
+        domain: name.to_string(),
+        uuid: None,
+        running: active.iter().any(|a| a == name),
+        config_events: Vec::new(),
+        live_events: Vec::new(),
+        counters: Counters::Unknown,
+        reason: String::new(),
+        at_risk: Vec::new(),
+    };
+    let conf = virsh.run(&["dumpxml", "--inactive", "--domain", name])?;
+    if !conf.success() {
+        g.reason = conf.message();
+        return Ok(Some(g));
+    }
+    let doc = match Document::parse(&conf.stdout) {
+        Ok(d) => d,
+        Err(e) => {
+            g.reason = format!("cannot read its XML: {e}");
+            return Ok(Some(g));
+        }
+    };
+    g.domain = doc.name().unwrap_or(name).to_string();
+    if !cfg.domains.selects(&g.domain) {
+        return Ok(None);
+    }
+    g.uuid = doc.uuid().map(str::to_string);
+    g.running = active.contains(&g.domain);
+    g.config_events = enabled(&doc);
+    // What the rewrite would take out, whatever "unsupported" says: this is about the next start.
+    g.at_risk = filter::unusable_in(plan, &doc).into_iter().map(|u| AtRisk { event: u.event, reason: u.reason }).collect();
+    if !g.running {
+        g.counters = Counters::None;
+        g.reason = "not running".to_string();
+        return Ok(Some(g));
+    }
+    let live = virsh.run(&["dumpxml", "--domain", name])?;
+    let live_doc = if live.success() { Document::parse(&live.stdout).map_err(|e| e.to_string()) } else { Err(live.message()) };
+    match live_doc {
+        Ok(doc) => g.live_events = enabled(&doc),
+        Err(e) => {
+            g.reason = format!("cannot read its live XML: {e}");
+            return Ok(Some(g));
+        }
+    }
+    if g.live_events.is_empty() {
+        g.counters = Counters::None;
+        g.reason = "no events live".to_string();
+        if !g.config_events.is_empty() {
+            g.reason.push_str("; the config's events start at its next start (boot, restore or migration)");
+        }
+    }
+    Ok(Some(g))
+}
+
+/// The `enabled='yes'` events of a domain XML, in document order.
+fn enabled(doc: &Document<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (name, state) in doc.perf_events() {
+        if state == Some("yes") && !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// Judges every running guest with live events whose counters are not judged yet: two
+/// `virsh domstats` calls for all of them, [`INTERVAL`] apart.
+fn judge_counters(virsh: &Virsh, guests: &mut [Guest]) -> Result<()> {
+    let pending = |g: &Guest| g.running && !g.live_events.is_empty() && g.counters == Counters::Unknown && g.reason.is_empty();
+    let mut need = false;
+    for g in guests.iter_mut().filter(|g| pending(g)) {
+        if clock(g).is_none() {
+            g.reason = "no task_clock or cpu_clock live to compare with its CPU time (enable one to let status judge)".into();
+        } else {
+            need = true;
+        }
+    }
+    if !need {
+        return Ok(());
+    }
+    let args = ["domstats", "--perf", "--cpu-total", "--list-active"];
+    let first = virsh.run(&args)?;
+    let start = Instant::now();
+    std::thread::sleep(INTERVAL);
+    let second = virsh.run(&args)?;
+    let secs = start.elapsed().as_secs_f64();
+    let failed = [&first, &second].into_iter().find(|o| !o.success()).map(|o| o.message());
+    let (before, after) = (parse_domstats(&first.stdout), parse_domstats(&second.stdout));
+    for g in guests.iter_mut().filter(|g| pending(g)) {
+        let Some(clock) = clock(g) else { continue };
+        (g.counters, g.reason) = match &failed {
+            Some(msg) => (Counters::Unknown, format!("virsh domstats failed: {msg}")),
+            None => judge(clock, before.get(&g.domain), after.get(&g.domain), secs),
+        };
+    }
+    Ok(())
+}
+
+fn clock(g: &Guest) -> Option<&'static str> {
+    CLOCKS.into_iter().find(|c| g.live_events.iter().any(|e| e == c))
+}
+
+/// One guest's `virsh domstats` fields with integer values.
+pub type Stats = HashMap<String, u64>;
+
+/// `virsh domstats` output: `Domain: 'NAME'` and then indented `key=value` lines.
+pub fn parse_domstats(text: &str) -> HashMap<String, Stats> {
+    let mut out: HashMap<String, Stats> = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Domain: '") {
+            current = rest.strip_suffix('\'').map(str::to_string);
+            if let Some(name) = &current {
+                out.entry(name.clone()).or_default();
+            }
+        } else if let (Some(name), Some((k, v))) = (&current, line.trim().split_once('=')) {
+            if let (true, Ok(v)) = (line.starts_with([' ', '\t']), v.parse::<u64>()) {
+                out.entry(name.clone()).or_default().insert(k.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// Complete, partial or unknown from two samples `secs` apart of `cpu.time` and
+/// `perf.<clock>` (both nanoseconds). Over the interval when the guest used at least
+/// [`MIN_CPU_NS`] in it; else over its whole run (both count from its start when the counters
+/// were opened at launch).
+pub fn judge(clock: &str, before: Option<&Stats>, after: Option<&Stats>, secs: f64) -> (Counters, String) {
+    let field = format!("perf.{clock}");
+    let (Some(a), Some(b)) = (before, after) else {
+        return (Counters::Unknown, "not in 'virsh domstats' (did it stop?)".into());
+    };
+    let (Some(c0), Some(c1), Some(k0), Some(k1)) = (a.get("cpu.time"), b.get("cpu.time"), a.get(&field), b.get(&field)) else {
+        return (Counters::Unknown, format!("'virsh domstats' gave no cpu.time or {field}"));
+    };
+    let (d_cpu, d_clock) = (c1.saturating_sub(*c0), k1.saturating_sub(*k0));
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let (ratio, basis) = if d_cpu >= MIN_CPU_NS {
+        (d_clock as f64 / d_cpu as f64, format!("over {secs:.1} s"))
+    } else if *c1 >= MIN_CPU_NS {
+        (*k1 as f64 / *c1 as f64, format!("since its start (it was idle for the {secs:.1} s sample)"))
+    } else {
+        let why = format!("it used too little CPU to judge ({:.1} ms in {secs:.1} s, {:.1} ms in all)", ms(d_cpu), ms(*c1));
+        return (Counters::Unknown, why);
+    };
+    let what = format!("{clock} counted {:.1}% of its CPU time {basis}", ratio * 100.0);
+    if ratio >= COMPLETE {
+        (Counters::Complete, what)
+    } else if ratio < PARTIAL {
+        let why = "the counters were opened on the running guest and miss its vCPU threads; \
+                   they are complete from its next start (boot, restore or migration)";
+        (Counters::Partial, format!("{what}: {why}"))
+    } else {
+        (Counters::Unknown, format!("{what}: between 50% and 90%, neither complete nor clearly partial"))
+    }
+}
+
+/// The table: one row per guest, skipped ones last.
+fn render(guests: &[Guest], skipped: &[String]) -> String {
+    let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
+    let mut rows: Vec<[String; 7]> = guests
+        .iter()
+        .map(|g| {
+            let risk: Vec<String> = g.at_risk.iter().map(|r| r.event.clone()).collect();
+            let mut detail = g.reason.clone();
+            if !g.at_risk.is_empty() {
+                let each: Vec<String> = g.at_risk.iter().map(|r| format!("{} ({})", r.event, r.reason)).collect();
+                detail.push_str(&format!(
+                    "; the next start fails on {}: run 'virt-perf-hook apply'",
+                    each.join(", ")
+                ));
+            }
+            [
+                g.domain.clone(),
+                if g.running { "running" } else { "off" }.to_string(),
+                list(&g.config_events),
+                list(&g.live_events),
+                g.counters.as_str().to_string(),
+                list(&risk),
+                detail,
+            ]
+        })
+        .collect();
+    for name in skipped {
+        let dash = || "-".to_string();
+        let why = "not selected by the config's domains include/exclude".to_string();
+        rows.push([name.clone(), "skipped".into(), dash(), dash(), dash(), dash(), why]);
+    }
+    render_columns(["DOMAIN", "STATE", "CONFIG", "LIVE", "COUNTERS", "AT RISK", "DETAIL"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(cpu: u64, clock: u64) -> Stats {
+        [("cpu.time".to_string(), cpu), ("perf.task_clock".to_string(), clock)].into_iter().collect()
+    }
+
+    #[test]
+    fn parses_domstats() {
+        let text = "Domain: 'a b'\n  cpu.time=2336461000\n  perf.task_clock=1693201\n  state.reason=x\n\nDomain: 'c'\n  cpu.time=5\n";
+        let s = parse_domstats(text);
+        assert_eq!(s["a b"]["cpu.time"], 2_336_461_000);
+        assert_eq!(s["a b"]["perf.task_clock"], 1_693_201);
+        assert!(!s["a b"].contains_key("state.reason"));
+        assert_eq!(s["c"].len(), 1);
+        assert!(parse_domstats("garbage\n  x=1\n").is_empty());
+    }
+
+    #[test]
+    fn judges_by_ratio() {
+        // Measured on libvirt 9.0.0 (TCG guest spinning one vCPU): enabled live, then restored.
+        let (c, why) = judge("task_clock", Some(&stats(1_315_301_000, 72_728)), Some(&stats(2_336_461_000, 1_693_201)), 1.0);
+        assert_eq!(c, Counters::Partial, "{why}");
+        assert!(why.starts_with("task_clock counted 0.2% of its CPU time over 1.0 s: "), "{why}");
+        let (c, why) = judge("task_clock", Some(&stats(329_055_000, 327_294_664)), Some(&stats(1_348_047_000, 1_346_659_670)), 1.0);
+        assert_eq!(c, Counters::Complete, "{why}");
+        let (c, _) = judge("task_clock", Some(&stats(0, 0)), Some(&stats(100_000_000, 70_000_000)), 1.0);
+        assert_eq!(c, Counters::Unknown);
+    }
+
+    #[test]
+    fn idle_guests_are_judged_over_their_run() {
+        let (c, why) = judge("task_clock", Some(&stats(900_000_000, 899_000_000)), Some(&stats(905_000_000, 904_000_000)), 1.0);
+        assert_eq!(c, Counters::Complete);
+        assert!(why.contains("since its start"), "{why}");
+        let (c, _) = judge("task_clock", Some(&stats(900_000_000, 1_000)), Some(&stats(905_000_000, 2_000)), 1.0);
+        assert_eq!(c, Counters::Partial);
+        let (c, why) = judge("task_clock", Some(&stats(1_000_000, 0)), Some(&stats(2_000_000, 0)), 1.0);
+        assert_eq!(c, Counters::Unknown);
+        assert!(why.contains("too little CPU"), "{why}");
+        let (c, why) = judge("task_clock", None, Some(&stats(1, 1)), 1.0);
+        assert_eq!((c, why.as_str()), (Counters::Unknown, "not in 'virsh domstats' (did it stop?)"));
+    }
+}
