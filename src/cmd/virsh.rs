@@ -86,17 +86,46 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
 pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
-    let plan = plan::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
+    let targets = if o.all { Targets::All } else { Targets::Named(dedup(&o.domains)) };
+    let rows = apply_rows(ctx, &cfg, &virsh, &targets, o.dry_run)?;
+    if rows.is_empty() {
+        log::warn!("no domains defined{}", virsh.on());
+        return Ok(exit::OK);
+    }
+    write_stdout(&render_table(&rows))?;
+    let failed = rows.iter().filter(|r| r.result == Outcome::Failed).count();
+    if failed > 0 {
+        log::warn!("{failed} of {} domain(s) failed; see the table", rows.len());
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+/// Which guests a sweep covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every defined guest.
+    All,
+    /// Names, UUIDs or IDs, as virsh looks them up.
+    Named(Vec<String>),
+}
+
+/// The work of `apply` (and of `watch`): one row per guest, each logged. `Err` only when virsh
+/// cannot run or libvirt cannot be reached at all; a guest's own failure is its row.
+pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targets, dry_run: bool) -> Result<Vec<Row>> {
+    let plan = plan::plan_for(&ctx.paths, cfg, &virsh.target(cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
     }
     // Every target becomes a guest (UUID and name) first: a UUID or an ID must meet the
     // include/exclude rules under the guest's real name, and names are listed by UUID so that
     // any name libvirt accepts (one ending in '\r', one that reads as an ID) comes through.
-    let targets: Vec<String> = if o.all { virsh.list(&["--all", "--uuid"])? } else { dedup(&o.domains) };
+    let targets: Vec<String> = match targets {
+        Targets::All => virsh.list(&["--all", "--uuid"])?,
+        Targets::Named(names) => names.clone(),
+    };
     if targets.is_empty() {
-        log::warn!("no domains defined{}", virsh.on());
-        return Ok(exit::OK);
+        return Ok(Vec::new());
     }
     // One call each for all domains: which are active (their change waits for their next
     // start), and which are transient (no persistent config; defining one would make it
@@ -115,7 +144,7 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
             }
             Ok(g) => {
                 seen.push(g.uuid.clone());
-                apply_one(&virsh, &cfg, &plan, &g, o.dry_run, &active)?
+                apply_one(virsh, cfg, &plan, &g, dry_run, &active)?
             }
             Err(msg) => Row { domain: target.clone(), result: Outcome::Failed, detail: msg },
         };
@@ -126,13 +155,7 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
         }
         rows.push(row);
     }
-    write_stdout(&render_table(&rows))?;
-    let failed = rows.iter().filter(|r| r.result == Outcome::Failed).count();
-    if failed > 0 {
-        log::warn!("{failed} of {} domain(s) failed; see the table", rows.len());
-        return Ok(exit::FAILURE);
-    }
-    Ok(exit::OK)
+    Ok(rows)
 }
 
 /// Writes a report to stdout; a reader that went away (`| head`) is not an error.
