@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{hook, report, status, virsh, Ctx};
+use crate::cmd::{hook, report, status, virsh, watch, Ctx};
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -31,6 +31,10 @@ COMMANDS:
         Per guest: events in its config and live, whether its live counters are complete,
         and events that make its next start fail here. Changes nothing. Exits 0 only when
         no counters are partial or unknown and nothing is at risk.
+    watch [-C|--connect URI]
+        Keep every persistent guest's config matching the config file, whoever defines it:
+        sweeps at start and after every reconnect, then fixes each guest libvirt reports as
+        defined. SIGHUP re-reads the config and sweeps; SIGTERM/SIGINT end it (exit 0).
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]
@@ -69,6 +73,7 @@ pub enum Command {
     Define(virsh::DefineOpts),
     Apply(virsh::ApplyOpts),
     Status(status::StatusOpts),
+    Watch(watch::WatchOpts),
     Events { json: bool },
     Check { json: bool },
     Refresh,
@@ -121,7 +126,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     unsafe {
         let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
-    logging::init_cli(inv.verbosity);
+    // A service logs what it changes: info by default (-q still silences it).
+    let service = matches!(inv.command, Command::Watch(_)) && inv.verbosity >= 0;
+    logging::init_cli(inv.verbosity + i8::from(service));
     let paths = Paths::from_env();
     let ctx = Ctx { config_path: crate::cmd::config_path(&paths, inv.config.clone()), paths };
     match dispatch(&ctx, inv.command) {
@@ -139,6 +146,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Define(o) => virsh::define(ctx, &o),
         Command::Apply(o) => virsh::apply(ctx, &o),
         Command::Status(o) => status::status(ctx, &o),
+        Command::Watch(o) => watch::watch(ctx, &o),
         Command::Events { json } => report::events(ctx, json),
         Command::Check { json } => report::check(ctx, json),
         Command::Refresh => report::refresh(ctx),
@@ -202,7 +210,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
     Ok(Invocation { command, config, verbosity })
 }
 
-const COMMANDS: &[&str] = &["help", "version", "filter", "define", "apply", "status", "events", "check", "refresh"];
+const COMMANDS: &[&str] = &["help", "version", "filter", "define", "apply", "status", "watch", "events", "check", "refresh"];
 
 fn utf8(arg: OsString) -> Result<String> {
     arg.into_string().map_err(|a| Error::Usage(format!("argument {a:?} is not valid UTF-8")))
@@ -300,6 +308,12 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
                 return Err(Error::Usage("status: give --all or domain names (not both)".into()));
             }
             Command::Status(status::StatusOpts { connect, json, all, domains: o.operands })
+        }
+        "watch" => {
+            let connect = o.connect.take().map(|c| c.0);
+            o.done(name)?;
+            o.no_operands(name)?;
+            Command::Watch(watch::WatchOpts { connect })
         }
         "events" | "check" => {
             let json = o.take("json");

@@ -92,6 +92,9 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
         log::warn!("no domains defined{}", virsh.on());
         return Ok(exit::OK);
     }
+    for row in &rows {
+        row.log(log::Level::Info);
+    }
     write_stdout(&render_table(&rows))?;
     let failed = rows.iter().filter(|r| r.result == Outcome::Failed).count();
     if failed > 0 {
@@ -148,11 +151,6 @@ pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targe
             }
             Err(msg) => Row { domain: target.clone(), result: Outcome::Failed, detail: msg },
         };
-        let name = printable(&row.domain);
-        match row.result {
-            Outcome::Failed => log::warn!("domain '{name}': {}", row.detail),
-            _ => log::info!("domain '{name}': {} ({})", row.result.as_str(), row.detail),
-        }
         rows.push(row);
     }
     Ok(rows)
@@ -204,6 +202,17 @@ pub struct Row {
     pub domain: String,
     pub result: Outcome,
     pub detail: String,
+}
+
+impl Row {
+    /// One log line: a warning when the guest failed, else at `level`.
+    pub fn log(&self, level: log::Level) {
+        let name = printable(&self.domain);
+        match self.result {
+            Outcome::Failed => log::warn!("domain '{name}': {}", self.detail),
+            _ => log::log!(level, "domain '{name}': {} ({})", self.result.as_str(), self.detail),
+        }
+    }
 }
 
 /// A guest as libvirt knows it.
@@ -443,7 +452,7 @@ impl Virsh {
         Ok(remote)
     }
 
-    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+    pub(crate) fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(&self.bin);
         if let Some(uri) = &self.connect {
             cmd.arg("-c").arg(uri);
@@ -582,7 +591,7 @@ impl Virsh {
         match parse_version(&out.stdout) {
             Some(version) if out.success() => {
                 let source = format!("virsh{} version --daemon", self.connect.as_ref().map(|u| format!(" -c {u}")).unwrap_or_default());
-                log::info!("libvirt {version} (from {source})");
+                log::debug!("libvirt {version} (from {source})");
                 Ok(Some(Reported { version, source }))
             }
             _ if remote => Err(Error::Command {
@@ -594,7 +603,7 @@ impl Virsh {
                 ),
             }),
             _ => {
-                log::warn!(
+                crate::warn_once!(
                     "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
                     self.on(),
                     version_failure(&out)

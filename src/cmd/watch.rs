@@ -15,11 +15,148 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::core::config::printable;
-use crate::support::error::{one_line, Result};
+use crate::cmd::virsh::{apply_rows, Outcome, Targets, Virsh};
+use crate::cmd::Ctx;
+use crate::core::config::{printable, Config};
+use crate::core::rewrite::Document;
+use crate::host::plan;
+use crate::support::error::{exit, one_line, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOpts {
+    pub connect: Option<String>,
+}
+
+/// The longest wait between reconnect attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// Set by SIGHUP: read the config again and sweep.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+/// `virt-perf-hook watch`: runs until SIGTERM or SIGINT (exit 0). An invalid config at start is
+/// a config error (exit 3); one found on SIGHUP keeps the last good config.
+pub fn watch(ctx: &Ctx, o: &WatchOpts) -> Result<i32> {
+    let cfg = ctx.load_config()?;
+    install_signal_handlers();
+    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
+    let mut stream = VirshStream { command: virsh.command(&["event", "--loop", "--event", "lifecycle"]) };
+    stream.command.env("LC_ALL", "C");
+    let mut guests = Sweeper { ctx, cfg, virsh };
+    run_loop(&mut stream, &mut guests, BACKOFF_CAP, &RELOAD, None);
+    Ok(exit::OK)
+}
+
+/// SIGTERM and SIGINT end the watcher and every virsh it started, at once and with status 0;
+/// SIGHUP asks for a reload. The process leads its own process group, so the handler reaches
+/// its children (a sweep's virsh, the event stream) with one `kill(0, …)`.
+fn install_signal_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // Fails harmlessly when already a group (or session) leader, as under systemd.
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    extern "C" fn stop(_: nix::libc::c_int) {
+        use nix::libc;
+        // Only async-signal-safe calls: ignore the signal here, pass it on to the group, reap
+        // the children (virsh ends on SIGTERM at once; the wait is bounded so the watcher is gone
+        // within a second whatever they do), leave.
+        // SAFETY: signal, kill, waitpid, nanosleep and _exit are async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::kill(0, libc::SIGTERM);
+            let tick = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+            for _ in 0..40 {
+                while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+                if libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) < 0 {
+                    break; // ECHILD: all reaped
+                }
+                libc::nanosleep(&tick, std::ptr::null_mut());
+            }
+            libc::_exit(0);
+        }
+    }
+    extern "C" fn hup(_: nix::libc::c_int) {
+        RELOAD.store(true, Ordering::SeqCst);
+    }
+    let on = |h: extern "C" fn(nix::libc::c_int)| SigAction::new(SigHandler::Handler(h), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handlers above only call async-signal-safe functions or store an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGTERM, &on(stop));
+        let _ = sigaction(Signal::SIGINT, &on(stop));
+        let _ = sigaction(Signal::SIGHUP, &on(hup));
+    }
+}
+
+/// The real [`Guests`]: `apply`'s work, logged one line per change.
+struct Sweeper<'a> {
+    ctx: &'a Ctx,
+    cfg: Config,
+    virsh: Virsh,
+}
+
+impl Sweeper<'_> {
+    fn apply(&mut self, targets: &Targets) -> Result<()> {
+        let rows = apply_rows(self.ctx, &self.cfg, &self.virsh, targets, false)?;
+        // Only what changed, or failed: a sweep of a thousand settled guests logs nothing.
+        for row in rows.iter().filter(|r| matches!(r.result, Outcome::Changed | Outcome::Failed)) {
+            row.log(log::Level::Info);
+        }
+        Ok(())
+    }
+}
+
+/// A name that virsh could read as an ID or a UUID of another guest: such a guest is found by
+/// a sweep (which goes by UUID), never looked up by name.
+fn ambiguous(name: &str) -> bool {
+    let uuidish = name.len() == 36 && name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let idish = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+    uuidish || idish
+}
+
+impl Guests for Sweeper<'_> {
+    fn sweep(&mut self) -> Result<()> {
+        self.apply(&Targets::All)
+    }
+
+    fn fix(&mut self, domain: &str) -> Result<()> {
+        if ambiguous(domain) {
+            return self.sweep();
+        }
+        self.apply(&Targets::Named(vec![domain.to_string()]))
+    }
+
+    fn started(&mut self, domain: &str) {
+        if ambiguous(domain) || !self.cfg.domains.selects(domain) {
+            return;
+        }
+        let Ok(target) = self.virsh.target(&self.cfg) else { return };
+        let want = plan::plan_for(&self.ctx.paths, &self.cfg, &target).add;
+        let Ok(out) = self.virsh.run(&["dumpxml", "--domain", domain]) else { return };
+        let Ok(doc) = Document::parse(&out.stdout) else { return };
+        let live = doc.perf_events();
+        let missing: Vec<&str> =
+            want.iter().copied().filter(|e| !live.iter().any(|(n, en)| n == e && *en == Some("yes"))).collect();
+        if !missing.is_empty() {
+            log::info!(
+                "domain '{}' started without {}: its counters start at its next start (boot, restore or migration)",
+                printable(domain),
+                missing.join(",")
+            );
+        }
+    }
+
+    fn reload(&mut self) {
+        match self.ctx.load_config() {
+            Ok(cfg) => {
+                log::info!("config {} read again", self.ctx.config_path.display());
+                self.cfg = cfg;
+            }
+            Err(e) => log::error!("{e}; keeping the last good config"),
+        }
+    }
+}
 
 /// One parsed lifecycle line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +225,8 @@ pub trait Guests {
     fn fix(&mut self, domain: &str) -> Result<()>;
     /// A guest started; says once if it launched without the configured events.
     fn started(&mut self, domain: &str);
+    /// SIGHUP: read the config again (a sweep follows).
+    fn reload(&mut self);
 }
 
 /// Reconnect delays: 1 s doubling to a cap, reset once connected.
@@ -130,15 +269,24 @@ impl Stream for VirshStream {
     }
 }
 
+/// How often the loop looks at the reload flag while no event arrives.
+const POLL: Duration = Duration::from_millis(200);
+
 /// Why the loop stopped (only tests stop it: `max_streams`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {
     pub streams: usize,
 }
 
-/// Runs the watch loop. `max_streams` bounds how many event streams it starts (tests); `None`
-/// runs until killed.
-pub fn run_loop(stream: &mut dyn Stream, guests: &mut dyn Guests, cap: Duration, max_streams: Option<usize>) -> Stopped {
+/// Runs the watch loop. `reload` is polled (SIGHUP sets it); `max_streams` bounds how many event
+/// streams it starts (tests); `None` runs until killed.
+pub fn run_loop(
+    stream: &mut dyn Stream,
+    guests: &mut dyn Guests,
+    cap: Duration,
+    reload: &AtomicBool,
+    max_streams: Option<usize>,
+) -> Stopped {
     let mut backoff = Backoff::new(cap);
     // An outage is logged when it starts and when it ends, not at every try.
     let mut outage: Option<(Instant, String)> = None;
@@ -188,7 +336,20 @@ pub fn run_loop(stream: &mut dyn Stream, guests: &mut dyn Guests, cap: Duration,
                 continue;
             }
         }
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match rx.recv_timeout(POLL) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if reload.swap(false, Ordering::SeqCst) {
+                        guests.reload();
+                        if let Err(e) = guests.sweep() {
+                            log::warn!("sweep failed: {e}");
+                        }
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             // A burst (a thousand guests defined by a script) is handled once per guest.
             let mut batch = vec![first];
             while let Ok(more) = rx.try_recv() {
@@ -328,6 +489,9 @@ mod tests {
         fn started(&mut self, domain: &str) {
             self.calls.push(format!("started {domain}"));
         }
+        fn reload(&mut self) {
+            self.calls.push("reload".into());
+        }
     }
 
     struct Script(Vec<&'static str>);
@@ -352,7 +516,7 @@ mod tests {
              event 'lifecycle' for domain 'b': Started Booted\nevent 'lifecycle' for domain 'b': Started Restored\n",
             "event 'lifecycle' for domain 'b': Started Booted\n",
         ]);
-        let stopped = run_loop(&mut stream, &mut rec, Duration::from_millis(1), Some(2));
+        let stopped = run_loop(&mut stream, &mut rec, Duration::from_millis(1), &AtomicBool::new(false), Some(2));
         assert_eq!(stopped.streams, 2);
         // Lines may arrive in one batch or several: "a" is fixed at least once, "b" is reported
         // once in all, and every connect starts with a sweep.
@@ -363,10 +527,33 @@ mod tests {
     }
 
     #[test]
+    fn sighup_reloads_and_sweeps_while_the_stream_is_quiet() {
+        struct Quiet;
+        impl Stream for Quiet {
+            fn spawn(&mut self) -> std::io::Result<Child> {
+                Command::new("sh").args(["-c", "sleep 0.6"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+            }
+        }
+        let mut rec = Recorder::default();
+        let reload = AtomicBool::new(true);
+        run_loop(&mut Quiet, &mut rec, Duration::from_millis(1), &reload, Some(1));
+        assert_eq!(rec.calls, vec!["sweep", "reload", "sweep"]);
+        assert!(!reload.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn ambiguous_names_are_swept_not_looked_up() {
+        assert!(ambiguous("42"));
+        assert!(ambiguous("6695eb01-f6a4-8304-79aa-97f2502e193f"));
+        assert!(!ambiguous("web-1"));
+        assert!(!ambiguous("-x"));
+    }
+
+    #[test]
     fn a_failed_sweep_retries_without_handling_events() {
         let mut rec = Recorder { sweep_fails: 1, ..Recorder::default() };
         let mut stream = Script(vec!["event 'lifecycle' for domain 'lost': Defined Added\n", ""]);
-        run_loop(&mut stream, &mut rec, Duration::from_millis(1), Some(2));
+        run_loop(&mut stream, &mut rec, Duration::from_millis(1), &AtomicBool::new(false), Some(2));
         assert_eq!(rec.calls, vec!["sweep", "sweep"]);
     }
 }
