@@ -91,6 +91,8 @@ install -D -m 0644 "$top/README.md" "$docs/README.md"
 install -D -m 0644 "$here/copyright" "$docs/copyright"
 # The licence texts, for the rpm's %license (the .deb's copyright file carries them instead).
 install -m 0644 "$top/LICENSE-MIT" "$top/LICENSE-APACHE" "$docs/"
+# The watch unit: /lib/systemd/system in the .deb (Debian 12), /usr/lib/systemd/system in the .rpm.
+install -m 0644 "$here/virt-perf-hook.service" "$docs/"
 
 build_deb() {
     arch=$(dpkg --print-architecture)
@@ -103,7 +105,9 @@ build_deb() {
     chmod 0644 "$doc/README.md.gz" "$doc/changelog.Debian.gz"
 
     mkdir -p "$root/DEBIAN"
-    install -m 0755 "$here/deb/postinst" "$here/deb/postrm" "$root/DEBIAN/"
+    install -m 0755 "$here/deb/postinst" "$here/deb/prerm" "$here/deb/postrm" "$root/DEBIAN/"
+    # Debian 12 keeps units in /lib (merged /usr makes it the same directory).
+    install -D -m 0644 "$docs/virt-perf-hook.service" "$root/lib/systemd/system/virt-perf-hook.service"
     echo /etc/virt-perf-hook/config.json >"$root/DEBIAN/conffiles"
     (cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's|^\./||' \
         | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"

@@ -119,6 +119,18 @@ check "copyright and changelog.Debian.gz installed" \
     test -f /usr/share/doc/virt-perf-hook/copyright -a -f /usr/share/doc/virt-perf-hook/changelog.Debian.gz
 man=/usr/share/man/man1/virt-perf-hook.1.gz
 check "man page installed gzipped" gzip -t "$man"
+unit=/lib/systemd/system/virt-perf-hook.service
+check "watch unit installed" test -f "$unit"
+if command -v systemd-analyze >/dev/null 2>&1; then
+    verify=$(systemd-analyze verify "$unit" 2>&1)
+    same "$verify" "" "systemd-analyze verify $unit"
+else
+    note "systemd-analyze not found: the unit is not verified"
+fi
+if command -v deb-systemd-helper >/dev/null 2>&1; then
+    check "watch unit enabled on install (multi-user.target.wants)" \
+        test -L /etc/systemd/system/multi-user.target.wants/virt-perf-hook.service
+fi
 if command -v groff >/dev/null 2>&1; then
     warnings=$(zcat "$man" | LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z 2>&1)
     same "$warnings" "" "man page renders without groff warnings"
@@ -179,6 +191,10 @@ done
 same "$(find /etc/libvirt/hooks \( -name virt-perf-hook -o -lname '*/virt-perf-hook/*' \) 2>/dev/null)" "" \
     "nothing of the package left in /etc/libvirt/hooks"
 check "/usr/lib/virt-perf-hook gone after remove" test ! -e /usr/lib/virt-perf-hook
+check "watch unit gone after remove" test ! -e /lib/systemd/system/virt-perf-hook.service
+if command -v deb-systemd-helper >/dev/null 2>&1; then
+    same "$(readlink /etc/systemd/system/virt-perf-hook.service)" /dev/null "watch unit masked after remove (as dh_installsystemd does)"
+fi
 check "config kept after remove (conffile)" test -f /etc/virt-perf-hook/config.json
 
 # --- purge ---------------------------------------------------------------------------------
@@ -188,6 +204,8 @@ same "$(dpkg-query -W -f '${db:Status-Status}' virt-perf-hook 2>/dev/null || ech
 check "/etc/virt-perf-hook gone after purge" test ! -e /etc/virt-perf-hook
 check "cache dir gone after purge" test ! -e /var/cache/libvirt/virt-perf-hook
 check "man page gone" test ! -e "$man"
+check "no trace of the watch unit after purge" test ! -e /etc/systemd/system/virt-perf-hook.service \
+    -a ! -e /etc/systemd/system/multi-user.target.wants/virt-perf-hook.service
 
 # --- upgrade from the 0.1.0 layout ----------------------------------------------------------
 # 0.1.0 linked the entries to shell scripts in /usr/lib/virt-perf-hook/hooks/ (which AppArmor's

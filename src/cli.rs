@@ -22,6 +22,9 @@ COMMANDS:
         --dry-run prints what would change; --diff prints a unified diff.
     define [-C|--connect URI] [--validate] FILE|-
         Rewrite the XML, then 'virsh define' it (virsh's errors and exit code pass through).
+    create [-C|--connect URI] [--validate] [--paused] FILE|-
+        The same with 'virsh create': a transient guest that launches with the events, so its
+        counters are complete from the start.
     apply [-C|--connect URI] [--dry-run] (--all | DOMAIN...)
         Make the persistent config of already-defined guests match: add the configured
         events, remove those this host cannot have (virsh dumpxml, rewrite, virsh define).
@@ -185,7 +188,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
                 let v = v.ok_or_else(|| Error::Usage(format!("{spelled} needs a connection URI")))?;
                 opts.connect = Some((utf8(v)?, spelled));
             }
-            Long(flag @ ("dry-run" | "diff" | "validate" | "all" | "live" | "json")) => opts.flags.push(flag.to_string()),
+            Long(flag @ ("dry-run" | "diff" | "validate" | "paused" | "all" | "live" | "json")) => opts.flags.push(flag.to_string()),
             Value(v) if name.is_none() => {
                 let word = utf8(v)?;
                 if matches!(word.as_str(), "qemu" | "daemon") {
@@ -210,7 +213,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
     Ok(Invocation { command, config, verbosity })
 }
 
-const COMMANDS: &[&str] = &["help", "version", "filter", "define", "apply", "status", "watch", "events", "check", "refresh"];
+const COMMANDS: &[&str] = &["help", "version", "filter", "define", "create", "apply", "status", "watch", "events", "check", "refresh"];
 
 fn utf8(arg: OsString) -> Result<String> {
     arg.into_string().map_err(|a| Error::Usage(format!("argument {a:?} is not valid UTF-8")))
@@ -277,14 +280,16 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
             o.done(name)?;
             Command::Filter { mode, input: o.at_most_one_operand(name, "FILE")? }
         }
-        "define" => {
+        "define" | "create" => {
+            let verb = if name == "define" { virsh::Verb::Define } else { virsh::Verb::Create };
             let connect = o.connect.take().map(|c| c.0);
             let validate = o.take("validate");
+            let paused = verb == virsh::Verb::Create && o.take("paused");
             o.done(name)?;
             let input = o
                 .at_most_one_operand(name, "FILE")?
-                .ok_or_else(|| Error::Usage("define: give a FILE, or - for stdin".into()))?;
-            Command::Define(virsh::DefineOpts { connect, validate, input })
+                .ok_or_else(|| Error::Usage(format!("{name}: give a FILE, or - for stdin")))?;
+            Command::Define(virsh::DefineOpts { verb, connect, validate, paused, input })
         }
         "apply" => {
             let connect = o.connect.take().map(|c| c.0);

@@ -28,10 +28,32 @@ const STDIN: &str = "/dev/stdin";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefineOpts {
+    pub verb: Verb,
     pub connect: Option<String>,
     pub validate: bool,
+    /// `create --paused`.
+    pub paused: bool,
     /// A file path, or `-` for stdin.
     pub input: String,
+}
+
+/// What virsh does with the rewritten XML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `virsh define`: a persistent guest.
+    Define,
+    /// `virsh create`: a transient guest, started at once, so its counters are complete from
+    /// launch.
+    Create,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Define => "define",
+            Verb::Create => "create",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +64,25 @@ pub struct ApplyOpts {
     pub domains: Vec<String>,
 }
 
-/// `virt-perf-hook define`: rewrite the XML, then `virsh define` it; virsh's output and exit
-/// status pass through.
+/// `virt-perf-hook define` and `create`: rewrite the XML, then `virsh define` or `virsh create`
+/// it; virsh's output and exit status pass through.
 pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = read_input(Some(&o.input))?;
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
     let target = virsh.target(&cfg)?;
     let result = filter::filter_for(&ctx.paths, &cfg, &xml, None, &target)?;
-    result.log("define: ");
+    let verb = o.verb.as_str();
+    result.log(&format!("{verb}: "));
     let text = result.xml().unwrap_or(&xml);
     // On virsh's stdin, not in a file: a file in a shared TMPDIR could be replaced by another
     // user between our write and virsh's read, and root would define their domain.
-    let mut args = vec!["define"];
+    let mut args = vec![verb];
     if o.validate {
         args.push("--validate");
+    }
+    if o.paused {
+        args.push("--paused");
     }
     args.extend(["--file", STDIN]);
     let out = virsh.feed(&args, text.as_bytes())?;
@@ -69,14 +95,21 @@ pub fn define(ctx: &Ctx, o: &DefineOpts) -> Result<i32> {
     match out.status.code() {
         Some(0) => Ok(exit::OK),
         Some(code) => {
-            log::warn!("virsh define exited with status {code}; the domain was not defined");
+            log::warn!("virsh {verb} exited with status {code}; the domain was not {}", past(o.verb));
             Ok(code)
         }
         None => Err(Error::Command {
-            what: "virsh define".into(),
+            what: format!("virsh {verb}"),
             code: exit::FAILURE,
-            msg: "virsh was killed by a signal; check with 'virsh dominfo' whether the domain was defined".into(),
+            msg: format!("virsh was killed by a signal; check with 'virsh dominfo' whether the domain was {}", past(o.verb)),
         }),
+    }
+}
+
+fn past(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Define => "defined",
+        Verb::Create => "created",
     }
 }
 
