@@ -20,9 +20,9 @@ lrwxrwxrwx root:root /etc/libvirt/hooks/qemu.d/virt-perf-hook
 drwxr-xr-x root:root /etc/virt-perf-hook
 -rw-r--r-- root:root /etc/virt-perf-hook/config.json
 -rwxr-xr-x root:root /usr/bin/virt-perf-hook
+-rw-r--r-- root:root /usr/lib/systemd/system/virt-perf-hook.service
 drwxr-xr-x root:root /usr/lib/virt-perf-hook
 -rwxr-xr-x root:root /usr/lib/virt-perf-hook/post-install
--rw-r--r-- root:root /usr/lib/systemd/system/virt-perf-hook.service
 -rw-r--r-- root:root /usr/share/doc/virt-perf-hook/README.md
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-APACHE
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-MIT

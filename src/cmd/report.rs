@@ -10,7 +10,7 @@ use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
 use crate::host::cache;
 use crate::host::{Finding, Status};
-use crate::host::plan::{self, Assessment, Mode};
+use crate::host::plan::{self, Assessment, CacheState, Mode};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
 
@@ -158,9 +158,9 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     let cache_msg = if a.cache.detail.is_empty() { cache_msg } else { format!("{cache_msg} ({})", a.cache.detail) };
     match a.cache.state {
         // The tool works without a cache; it only detects on every call.
-        "unwritable" | "busy" => items.note("cache", cache_msg),
+        CacheState::Unwritable | CacheState::Busy => items.note("cache", cache_msg),
         // Someone else could have written it; the fix is in the message.
-        "untrusted" => items.problem("cache", cache_msg),
+        CacheState::Untrusted => items.problem("cache", cache_msg),
         _ => items.ok("cache", cache_msg),
     }
     if !cfg.host_probe {

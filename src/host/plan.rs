@@ -119,14 +119,54 @@ pub enum Mode {
     Refresh,
 }
 
+/// What the cache was found as, or what was done to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheState {
+    /// Used as it was: nothing had to be detected or probed again.
+    Fresh,
+    /// Out of date (a package upgrade, a reboot): detected or probed again.
+    Stale,
+    Missing,
+    /// Corrupt, foreign or a symlink: ignored, and replaced.
+    Ignored,
+    /// Open to others: neither used nor written.
+    Untrusted,
+    /// Another process held the lock too long: not written this time.
+    Busy,
+    Unwritable,
+    /// Rebuilt by a refresh.
+    Rebuilt,
+    /// Version pinned and probe off: nothing to cache.
+    Unused,
+}
+
+impl CacheState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Fresh => "fresh",
+            CacheState::Stale => "stale",
+            CacheState::Missing => "missing",
+            CacheState::Ignored => "ignored",
+            CacheState::Untrusted => "untrusted",
+            CacheState::Busy => "busy",
+            CacheState::Unwritable => "unwritable",
+            CacheState::Rebuilt => "rebuilt",
+            CacheState::Unused => "unused",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the cache was found as, and what was done to it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CacheReport {
-    /// `fresh`, `stale`, `missing`, `ignored` (corrupt, foreign, symlink), `untrusted` (open to
-    /// others: neither used nor written), `busy` (another process held the lock too long: not
-    /// written), `unwritable`, `rebuilt` (by a refresh) or `unused` (version pinned and probe
-    /// off: nothing to cache).
-    pub state: &'static str,
+    pub state: CacheState,
     /// One line for humans: why stale/ignored/unwritable, and whether it was rewritten.
     pub detail: String,
 }
@@ -216,7 +256,7 @@ fn assess_with(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Report
         // Nothing to detect, nothing to probe: leave the cache alone entirely.
         let detected = detected.clone();
         let plan = plan_with(cfg, detected.version, source, None);
-        let cache = CacheReport { state: "unused", detail: "version pinned and host_probe off".into() };
+        let cache = CacheReport { state: CacheState::Unused, detail: "version pinned and host_probe off".into() };
         return Assessment { plan, detected, probe: None, cache };
     }
     let loaded = cache::load(paths);
@@ -291,14 +331,14 @@ fn cache_entry(d: &Detected) -> Option<CachedVersion> {
 fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale: &[String], force: bool) -> CacheReport {
     // "fresh" only when nothing had to be detected or probed again.
     let (state, why) = match loaded {
-        Loaded::Missing => ("missing", String::new()),
-        Loaded::Ignored(why) => ("ignored", why.clone()),
-        Loaded::Untrusted(why) => ("untrusted", why.clone()),
-        Loaded::Found(_) if force => ("stale", "refresh requested".to_string()),
-        Loaded::Found(_) if !stale.is_empty() => ("stale", stale.join("; ")),
-        Loaded::Found(_) => ("fresh", String::new()),
+        Loaded::Missing => (CacheState::Missing, String::new()),
+        Loaded::Ignored(why) => (CacheState::Ignored, why.clone()),
+        Loaded::Untrusted(why) => (CacheState::Untrusted, why.clone()),
+        Loaded::Found(_) if force => (CacheState::Stale, "refresh requested".to_string()),
+        Loaded::Found(_) if !stale.is_empty() => (CacheState::Stale, stale.join("; ")),
+        Loaded::Found(_) => (CacheState::Fresh, String::new()),
     };
-    let must_write = (new != old || !matches!(loaded, Loaded::Found(_)) || force) && state != "untrusted";
+    let must_write = (new != old || !matches!(loaded, Loaded::Found(_)) || force) && state != CacheState::Untrusted;
     let written = if must_write && (new.version.is_some() || new.probe.is_some() || force) {
         Some(cache::store(paths, new))
     } else {
@@ -320,24 +360,24 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
                 _ => format!("was {state}: {detail}"),
             };
             log::info!("cache {}: rebuilt ({was})", paths.state_file().display());
-            return CacheReport { state: "rebuilt", detail: was };
+            return CacheReport { state: CacheState::Rebuilt, detail: was };
         }
-        Some(Ok(())) => push(if state == "missing" { "written" } else { "rewritten" }),
+        Some(Ok(())) => push(if state == CacheState::Missing { "written" } else { "rewritten" }),
         Some(Err(e)) => {
             push(&e.to_string());
             let state = match e {
-                cache::NotStored::Busy(_) => "busy",
-                cache::NotStored::Untrusted(_) => "untrusted",
-                cache::NotStored::Unwritable(_) => "unwritable",
+                cache::NotStored::Busy(_) => CacheState::Busy,
+                cache::NotStored::Untrusted(_) => CacheState::Untrusted,
+                cache::NotStored::Unwritable(_) => CacheState::Unwritable,
             };
             return CacheReport { state, detail };
         }
-        None if state == "untrusted" => {}
-        None if state != "fresh" && new.version.is_none() && new.probe.is_none() => push("nothing to cache yet"),
-        None if state != "fresh" => push("unchanged"),
+        None if state == CacheState::Untrusted => {}
+        None if state != CacheState::Fresh && new.version.is_none() && new.probe.is_none() => push("nothing to cache yet"),
+        None if state != CacheState::Fresh => push("unchanged"),
         None => {}
     }
-    if state != "fresh" {
+    if state != CacheState::Fresh {
         log::info!("cache {}: {state} ({detail})", paths.state_file().display());
     }
     CacheReport { state, detail }
