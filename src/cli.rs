@@ -97,9 +97,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let rest: Vec<OsString> = args.into_iter().skip(1).collect();
 
     // Hook fast path: invoked as a hook file (qemu, qemu.d/*, daemon, daemon.d/*).
-    if let Some(kind) = hook::kind_from_argv0(Path::new(&argv0)) {
+    if let Some(which) = hook::hook_from_argv0(Path::new(&argv0)) {
         let strings: Vec<String> = rest.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        return hook::run(kind, &strings, None);
+        return hook::run(which, &strings, None);
     }
 
     let inv = match parse(&rest) {
@@ -110,8 +110,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     match &inv.command {
-        Command::Qemu(a) => return hook::run(hook::Kind::Qemu, a, inv.config.clone()),
-        Command::Daemon(a) => return hook::run(hook::Kind::Daemon, a, inv.config.clone()),
+        Command::Qemu(a) => return hook::run(hook::Hook::Qemu, a, inv.config.clone()),
+        Command::Daemon(a) => return hook::run(hook::Hook::Daemon, a, inv.config.clone()),
         Command::Help => {
             print!("{HELP}");
             return exit::OK;

@@ -79,7 +79,7 @@ pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, 
         log::info!("domain '{}' is not selected by the config's domains include/exclude", printable(&domain));
         return Ok(Filtered { domain, outcome: None, plan: Plan::default(), removed: Vec::new() });
     }
-    let plan = plan::plan_for(paths, cfg, target);
+    let plan = plan::plan(paths, cfg, target);
     rewrite_planned(cfg, plan, &doc, domain)
 }
 

@@ -19,19 +19,20 @@ use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
 
+/// Which libvirt hook a call is: the qemu driver's or the daemon's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum Hook {
     Qemu,
     Daemon,
 }
 
 /// The hook a file name stands for: `.../qemu`, `.../qemu.d/<any>`, `.../daemon`, `.../daemon.d/<any>`.
-pub fn kind_from_argv0(argv0: &Path) -> Option<Kind> {
+pub fn hook_from_argv0(argv0: &Path) -> Option<Hook> {
     let name = argv0.file_name()?.to_str()?;
     let parent = argv0.parent().and_then(Path::file_name).and_then(|p| p.to_str());
     match (name, parent) {
-        ("qemu", _) | (_, Some("qemu.d")) => Some(Kind::Qemu),
-        ("daemon", _) | (_, Some("daemon.d")) => Some(Kind::Daemon),
+        ("qemu", _) | (_, Some("qemu.d")) => Some(Hook::Qemu),
+        ("daemon", _) | (_, Some("daemon.d")) => Some(Hook::Daemon),
         _ => None,
     }
 }
@@ -42,13 +43,13 @@ pub fn rewrites(op: &str, subop: &str) -> bool {
 }
 
 /// Runs a hook call and returns the exit code.
-pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
+pub fn run(hook: Hook, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     let op = args.get(1).map(String::as_str).unwrap_or("");
     let subop = args.get(2).map(String::as_str).unwrap_or("");
     // The hot path: every lifecycle event of every guest lands here. Touch nothing.
-    let wanted = match kind {
-        Kind::Qemu => rewrites(op, subop),
-        Kind::Daemon => matches!(op, "start" | "reload"),
+    let wanted = match hook {
+        Hook::Qemu => rewrites(op, subop),
+        Hook::Daemon => matches!(op, "start" | "reload"),
     };
     if !wanted {
         return exit::OK;
@@ -64,12 +65,12 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
     // The hook records it instead of printing Rust's multi-line report.
     std::panic::set_hook(Box::new(|info| record_panic(info.payload(), info.location())));
     let on_error = Cell::new(OnError::Pass);
-    let done = std::panic::catch_unwind(AssertUnwindSafe(|| match kind {
-        Kind::Daemon => {
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| match hook {
+        Hook::Daemon => {
             daemon_refresh(&paths, config_flag, op);
             Ok(())
         }
-        Kind::Qemu => Config::load(&config_path(&paths, config_flag)).and_then(|cfg| {
+        Hook::Qemu => Config::load(&config_path(&paths, config_flag)).and_then(|cfg| {
             on_error.set(cfg.on_error);
             qemu_rewrite(&paths, &cfg, domain, op)
         }),
@@ -79,17 +80,17 @@ pub fn run(kind: Kind, args: &[String], config_flag: Option<PathBuf>) -> i32 {
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("internal error ({})", take_panic()),
     };
-    match (kind, on_error.get()) {
-        (Kind::Daemon, _) => {
+    match (hook, on_error.get()) {
+        (Hook::Daemon, _) => {
             // Nothing here can fail the daemon.
             log::error!("daemon {op}: {err}");
             exit::OK
         }
-        (Kind::Qemu, OnError::Pass) => {
+        (Hook::Qemu, OnError::Pass) => {
             log::error!("{shown} {op} {subop}: {err}; leaving the guest unchanged");
             exit::OK
         }
-        (Kind::Qemu, OnError::Fail) => {
+        (Hook::Qemu, OnError::Fail) => {
             log::error!(target: logging::SYSLOG_ONLY, "{shown} {op} {subop}: {err}; aborting the operation (on_error: fail)");
             // libvirt shows this line to whoever started the operation.
             let _ = writeln!(std::io::stderr(), "virt-perf-hook: {shown} {op} {subop}: {err}");
@@ -159,12 +160,12 @@ mod tests {
 
     #[test]
     fn argv0_kinds() {
-        assert_eq!(kind_from_argv0(Path::new("/etc/libvirt/hooks/qemu")), Some(Kind::Qemu));
-        assert_eq!(kind_from_argv0(Path::new("/etc/libvirt/hooks/qemu.d/50-virt-perf-hook")), Some(Kind::Qemu));
-        assert_eq!(kind_from_argv0(Path::new("/etc/libvirt/hooks/daemon")), Some(Kind::Daemon));
-        assert_eq!(kind_from_argv0(Path::new("/etc/libvirt/hooks/daemon.d/x")), Some(Kind::Daemon));
-        assert_eq!(kind_from_argv0(Path::new("/usr/bin/virt-perf-hook")), None);
-        assert_eq!(kind_from_argv0(Path::new("virt-perf-hook")), None);
+        assert_eq!(hook_from_argv0(Path::new("/etc/libvirt/hooks/qemu")), Some(Hook::Qemu));
+        assert_eq!(hook_from_argv0(Path::new("/etc/libvirt/hooks/qemu.d/50-virt-perf-hook")), Some(Hook::Qemu));
+        assert_eq!(hook_from_argv0(Path::new("/etc/libvirt/hooks/daemon")), Some(Hook::Daemon));
+        assert_eq!(hook_from_argv0(Path::new("/etc/libvirt/hooks/daemon.d/x")), Some(Hook::Daemon));
+        assert_eq!(hook_from_argv0(Path::new("/usr/bin/virt-perf-hook")), None);
+        assert_eq!(hook_from_argv0(Path::new("virt-perf-hook")), None);
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn yes_no(b: bool) -> &'static str {
 
 pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
     let cfg = config_or_default(ctx, "showing configured = no for all events");
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Report);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Report, None);
     let rows = event_rows(&cfg, &a);
     if json {
         print_json(&rows)?;
@@ -144,7 +144,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
             (Config::default(), false)
         }
     };
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Plan);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Plan, None);
     match a.detected.version {
         Some(v) => items.ok("version", format!("libvirt {v} (from {})", a.detected.describe())),
         None => items.problem(
@@ -350,7 +350,7 @@ pub fn refresh(ctx: &Ctx) -> Result<i32> {
         Ok(done) => done.iter().for_each(|d| println!("cache: {d}")),
         Err(e) => println!("cache: {e}"),
     }
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh, None);
     match a.detected.version {
         Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),
         None => println!("libvirt: unknown (no libvirt library or daemon found; nothing will be added)"),

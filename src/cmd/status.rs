@@ -139,7 +139,7 @@ pub fn summarize(guests: &[Guest]) -> Summary {
 pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
-    let plan = plan::plan_for(&ctx.paths, &cfg, &virsh.target(&cfg)?);
+    let plan = plan::plan(&ctx.paths, &cfg, &virsh.target(&cfg)?);
     let names = if o.all { virsh.list(&["--all", "--name"])? } else { dedup(&o.domains) };
     let active = virsh.list(&["--name"])?;
     let mut guests: Vec<Guest> = Vec::with_capacity(names.len());

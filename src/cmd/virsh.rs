@@ -149,7 +149,7 @@ pub enum Targets {
 /// The work of `apply` (and of `watch`): one row per guest, each logged. `Err` only when virsh
 /// cannot run or libvirt cannot be reached at all; a guest's own failure is its row.
 pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targets, dry_run: bool) -> Result<Vec<Row>> {
-    let plan = plan::plan_for(&ctx.paths, cfg, &virsh.target(cfg)?);
+    let plan = plan::plan(&ctx.paths, cfg, &virsh.target(cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         log::warn!("not enabling {event}: {reason}");
     }

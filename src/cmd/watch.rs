@@ -132,7 +132,7 @@ impl Guests for Sweeper<'_> {
             return;
         }
         let Ok(target) = self.virsh.target(&self.cfg) else { return };
-        let want = plan::plan_for(&self.ctx.paths, &self.cfg, &target).add;
+        let want = plan::plan(&self.ctx.paths, &self.cfg, &target).add;
         let Ok(out) = self.virsh.run(&["dumpxml", "--domain", domain]) else { return };
         let Ok(doc) = Document::parse(&out.stdout) else { return };
         let live = doc.perf_events();

@@ -76,10 +76,11 @@ pub fn unusable_events(version: Option<Version>, probe: Option<&dyn Fn(&Event) -
 /// Result of probing one event on this host: `Ok` when it opens, else why not.
 pub type ProbeResult = Result<(), String>;
 
-/// The pure core: filter the configured events by libvirt version and host support.
+/// The pure core of every plan: judge the configured events (and all 22, for healing) by libvirt
+/// version and host support.
 /// `probe` gives why an event cannot be used on the host (the whole reason), `None` when
 /// probing is disabled (`host_probe: false`).
-pub fn plan_with(
+pub fn judge(
     cfg: &Config,
     version: Option<Version>,
     version_source: &str,
@@ -181,14 +182,6 @@ pub struct Assessment {
     pub cache: CacheReport,
 }
 
-/// The plan for this host: version (pin, cache, library, daemon) and probe (cache or syscall).
-///
-/// Warm cost, with a fresh cache: read `state.json`, read `boot_id` (only with `host_probe`),
-/// `stat` the library file the version came from. No exec, no directory scan, no syscall probe.
-pub fn plan(paths: &Paths, cfg: &Config) -> Plan {
-    assess(paths, cfg, Mode::Plan).plan
-}
-
 /// A libvirt version reported by the daemon (through virsh), with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reported {
@@ -212,11 +205,13 @@ pub enum Target {
 /// Why hardware and RDT events are dropped for a remote host.
 pub const REMOTE_NO_PROBE: &str = "cannot probe the remote host; set \"host_probe\": false to trust it";
 
-/// The plan for `target`.
-pub fn plan_for(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
+/// The plan for `target`, for a rewrite. Warm cost on this host with a fresh cache: read
+/// `state.json`, read `boot_id` (only with `host_probe`), `stat` the library file the version
+/// came from; no exec, no directory scan, no syscall probe.
+pub fn plan(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
     match target {
-        Target::Local => plan(paths, cfg),
-        Target::LocalReported(r) => assess_with(paths, cfg, Mode::Plan, Some(r)).plan,
+        Target::Local => assess(paths, cfg, Mode::Plan, None).plan,
+        Target::LocalReported(r) => assess(paths, cfg, Mode::Plan, Some(r)).plan,
         Target::Remote(r) => {
             // Software events are kernel counters every Linux host with perf has.
             let remote = |ev: &Event| match ev.kind {
@@ -224,7 +219,7 @@ pub fn plan_for(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
                 _ => Err(REMOTE_NO_PROBE.to_string()),
             };
             let probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&remote) } else { None };
-            let mut plan = plan_with(cfg, Some(r.version), &r.source, probe);
+            let mut plan = judge(cfg, Some(r.version), &r.source, probe);
             // Not knowing whether the remote kernel opens an event is no reason to take it out
             // of a guest: there only the version judges.
             plan.unusable = unusable_events(Some(r.version), None);
@@ -238,15 +233,13 @@ pub fn plan_for(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
 /// logged, and the tool works without it.
 pub fn refresh(paths: &Paths, pin: Option<Version>) {
     let cfg = Config { libvirt_version: pin, ..Config::default() };
-    assess(paths, &cfg, Mode::Refresh);
+    assess(paths, &cfg, Mode::Refresh, None);
 }
 
-pub fn assess(paths: &Paths, cfg: &Config, mode: Mode) -> Assessment {
-    assess_with(paths, cfg, mode, None)
-}
-
-/// [`assess`], with the version `reported` by the daemon instead of the pin or detection.
-fn assess_with(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reported>) -> Assessment {
+/// The plan and everything behind it (version source, all probe results, the cache), for the
+/// reports and `refresh`. `reported`: the version the daemon gave through virsh, which then
+/// replaces the pin and detection.
+pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reported>) -> Assessment {
     let want_probe = cfg.host_probe || mode != Mode::Plan;
     let given = match reported {
         Some(r) => Some((Detected::reported(r.version), r.source.clone())),
@@ -255,7 +248,7 @@ fn assess_with(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Report
     if let (Some((detected, source)), false) = (&given, want_probe) {
         // Nothing to detect, nothing to probe: leave the cache alone entirely.
         let detected = detected.clone();
-        let plan = plan_with(cfg, detected.version, source, None);
+        let plan = judge(cfg, detected.version, source, None);
         let cache = CacheReport { state: CacheState::Unused, detail: "version pinned and host_probe off".into() };
         return Assessment { plan, detected, probe: None, cache };
     }
@@ -307,7 +300,7 @@ fn assess_with(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Report
     let lookup = |ev: &Event| probe_result(probe.as_ref(), ev.name).map_err(|why| format!("the host cannot open it: {why}"));
     let use_probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&lookup) } else { None };
     let source = source.unwrap_or_else(|| detected.describe());
-    let plan = plan_with(cfg, detected.version, &source, use_probe);
+    let plan = judge(cfg, detected.version, &source, use_probe);
     Assessment { plan, detected, probe, cache }
 }
 
@@ -394,17 +387,17 @@ mod tests {
     #[test]
     fn version_gates_events() {
         let c = cfg(&["page_faults", "cpu_cycles", "cmt"]);
-        let p = plan_with(&c, Some(Version::new(3, 0, 0)), "pin", None);
+        let p = judge(&c, Some(Version::new(3, 0, 0)), "pin", None);
         assert_eq!(p.add, vec!["cmt", "cpu_cycles"], "catalog order");
         assert_eq!(p.dropped.len(), 1);
         assert_eq!(p.dropped[0].event, "page_faults");
         assert_eq!(p.dropped[0].reason, "needs libvirt 3.2.0, this host has 3.0.0");
 
-        let old = plan_with(&c, Some(Version::new(1, 3, 5)), "pin", None);
+        let old = judge(&c, Some(Version::new(1, 3, 5)), "pin", None);
         assert!(old.add.is_empty());
         assert!(old.dropped.iter().all(|d| d.reason.contains("no <perf> support")));
 
-        let unknown = plan_with(&c, None, "unknown", None);
+        let unknown = judge(&c, None, "unknown", None);
         assert!(unknown.add.is_empty());
         assert_eq!(unknown.dropped.len(), 3);
     }
@@ -413,7 +406,7 @@ mod tests {
     fn probe_drops_unopenable() {
         let c = cfg(&["page_faults", "cpu_cycles"]);
         let probe = |e: &Event| if e.kind == events::Kind::Hardware { Err("ENOENT".to_string()) } else { Ok(()) };
-        let p = plan_with(&c, Some(Version::new(9, 0, 0)), "pin", Some(&probe));
+        let p = judge(&c, Some(Version::new(9, 0, 0)), "pin", Some(&probe));
         assert_eq!(p.add, vec!["page_faults"]);
         assert_eq!(p.dropped[0].reason, "ENOENT");
     }
@@ -421,7 +414,7 @@ mod tests {
     #[test]
     fn unusable_covers_all_events_not_only_configured() {
         let probe = |e: &Event| if e.kind == events::Kind::Software { Ok(()) } else { Err("the host cannot open it: ENOENT".to_string()) };
-        let p = plan_with(&cfg(&["page_faults"]), Some(Version::new(3, 0, 0)), "pin", Some(&probe));
+        let p = judge(&cfg(&["page_faults"]), Some(Version::new(3, 0, 0)), "pin", Some(&probe));
         // 3 RDT + 10 hardware unopenable, 9 software too new for 3.0.0.
         assert_eq!(p.unusable.len(), 22);
         let pf = p.unusable("page_faults").unwrap();
@@ -432,13 +425,13 @@ mod tests {
         assert_eq!((other.reason.as_str(), other.rejected), ("libvirt 3.0.0 does not know this event", true));
 
         // Trusting the host: only the version judges.
-        let p = plan_with(&cfg(&[]), Some(Version::new(9, 0, 0)), "pin", None);
+        let p = judge(&cfg(&[]), Some(Version::new(9, 0, 0)), "pin", None);
         assert!(p.unusable.is_empty());
         assert!(p.unusable("cmt").is_none());
         assert!(p.unusable("future_event").is_some());
 
         // Version unknown: only the probe judges, and names outside the catalog stay.
-        let p = plan_with(&cfg(&[]), None, "unknown", Some(&probe));
+        let p = judge(&cfg(&[]), None, "unknown", Some(&probe));
         assert_eq!(p.unusable.len(), 13);
         assert!(p.unusable("page_faults").is_none());
         assert!(p.unusable("future_event").is_none());
@@ -450,13 +443,13 @@ mod tests {
         let paths = Paths::new(tmp.path().join("root"));
         let r = Reported { version: Version::new(9, 0, 0), source: "virsh -c qemu+ssh://h/system version --daemon".into() };
         let c = cfg(&["page_faults", "cpu_cycles", "cmt"]);
-        let p = plan_for(&paths, &c, &Target::Remote(r.clone()));
+        let p = plan(&paths, &c, &Target::Remote(r.clone()));
         assert_eq!(p.add, vec!["page_faults"]);
         assert!(p.dropped.iter().all(|d| d.reason == REMOTE_NO_PROBE), "{p:?}");
         assert!(p.unusable.is_empty(), "not knowing is no reason to remove: {p:?}");
         assert_eq!(p.version_source, r.source);
         assert!(!paths.root().exists(), "nothing local was touched");
         let trusting = Config { host_probe: false, ..c };
-        assert_eq!(plan_for(&paths, &trusting, &Target::Remote(r)).add, vec!["cmt", "cpu_cycles", "page_faults"]);
+        assert_eq!(plan(&paths, &trusting, &Target::Remote(r)).add, vec!["cmt", "cpu_cycles", "page_faults"]);
     }
 }
