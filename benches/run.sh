@@ -168,13 +168,20 @@ table = [line(("measure", "result", "target", "verdict")), "|" + "|".join("-" * 
 print("\n".join(table))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 hv = subprocess.run(["hyperfine", "--version"], capture_output=True, text=True).stdout.strip()
-with open(os.path.join(os.path.dirname(work), "results.md"), "w") as out:
+results = os.path.join(os.path.dirname(work), "results.md")
+# Sections other bench scripts wrote (benches/watch-latency.sh) stay, after this marker.
+marker = "<!-- Sections written by other bench scripts follow; benches/run.sh keeps them. -->"
+old = open(results).read() if os.path.exists(results) else ""
+kept = old.split(marker, 1)[1] if marker in old else ""
+with open(results, "w") as out:
     out.write("# Benchmark results\n\n")
     out.write(f"`benches/run.sh` on {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}. "
               "Means of hyperfine runs (shell spawn subtracted); inputs from `benches/gen.py`.\n\n")
     out.write("\n".join(table) + "\n")
     for name in ("passthrough", "passthrough-noshell", "rewrite8k", "rewrite8k-warm", "alt8k", "filter-pin-1", "filter-warm-1", "filter-pin-2", "filter-warm-2", "rewrite5m", "hostile"):
         out.write(f"\n## {name}\n\n" + open(os.path.join(work, name + ".md")).read())
+    if kept:
+        out.write(f"\n{marker}{kept}")
 fails = sum(r[3] == "FAIL" for r in rows)
 print(f"\nbench: {fails} target(s) failed; wrote benches/results.md")
 sys.exit(1 if fails else 0)

@@ -48,8 +48,11 @@ has "$scripts" '/usr/lib/virt-perf-hook/post-install "$mode" || :' "%post runs p
 has "$scripts" 'rm -rf /var/cache/libvirt/virt-perf-hook' "%postun removes the cache on erase"
 has "$scripts" 'rm -rf /var/cache/virt-perf-hook' "%post removes the cache of 0.1.0 (/var/cache/virt-perf-hook)"
 
-has "$scripts" 'systemctl enable --now virt-perf-hook.service' "%post enables and starts the watch service where systemd runs"
-has "$scripts" 'systemctl --no-reload disable --now virt-perf-hook.service' "%preun stops and disables it on erase"
+has "$scripts" 'systemctl --no-reload enable virt-perf-hook.service' "%post enables the watch service on install (offline too)"
+has "$scripts" 'systemctl start virt-perf-hook.service' "%post starts it where systemd runs"
+has "$scripts" 'systemctl try-restart virt-perf-hook.service' "%post restarts it on upgrade where systemd runs"
+has "$scripts" 'systemctl stop virt-perf-hook.service' "%preun stops it on erase"
+has "$scripts" 'systemctl --no-reload disable virt-perf-hook.service' "%preun disables it on erase"
 
 has "$(rpm -qp --recommends "$rpm")" "libvirt-daemon" "Recommends: libvirt-daemon"
 requires=$(rpm -qpR "$rpm")

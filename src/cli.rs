@@ -35,9 +35,11 @@ COMMANDS:
         and events that make its next start fail here. Changes nothing. Exits 0 only when
         no counters are partial or unknown and nothing is at risk.
     watch [-C|--connect URI]
-        Keep every persistent guest's config matching the config file, whoever defines it:
-        sweeps at start and after every reconnect, then fixes each guest libvirt reports as
-        defined. SIGHUP re-reads the config and sweeps; SIGTERM/SIGINT end it (exit 0).
+        Keep every persistent guest's config matching the config file, whoever defines it
+        (on qemu:///system unless -C says otherwise): sweeps at start and after every
+        reconnect, then fixes each guest libvirt reports as defined. Runs until SIGTERM or
+        SIGINT (exit 0); SIGHUP re-reads the config and sweeps. Packaged as
+        virt-perf-hook.service.
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]
@@ -64,7 +66,8 @@ OPTIONS:
 EXIT STATUS:
     0 success; 1 failure (I/O, virsh, 'check' found problems, or 'status' found counters
     that are partial or unknown or events at risk); 2 usage error;
-    3 config error; 4 domain XML rejected. 'define' passes virsh's exit status through.
+    3 config error; 4 domain XML rejected. 'define' and 'create' pass virsh's exit status
+    through.
     Hook mode exits 0 on any internal error unless the config says \"on_error\": \"fail\".
 ";
 

@@ -151,7 +151,7 @@ pub enum Targets {
 pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targets, dry_run: bool) -> Result<Vec<Row>> {
     let plan = plan::plan(&ctx.paths, cfg, &virsh.target(cfg)?);
     for Dropped { event, reason } in &plan.dropped {
-        log::warn!("not enabling {event}: {reason}");
+        crate::support::logging::log_once(log::Level::Warn, format!("not enabling {event}: {reason}"));
     }
     // Every target becomes a guest (UUID and name) first: a UUID or an ID must meet the
     // include/exclude rules under the guest's real name, and names are listed by UUID so that

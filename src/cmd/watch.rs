@@ -24,12 +24,17 @@ use crate::cmd::Ctx;
 use crate::core::config::{printable, Config};
 use crate::core::rewrite::Document;
 use crate::host::plan;
-use crate::support::error::{exit, one_line, Result};
+use crate::support::error::{exit, one_line, Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOpts {
+    /// `None`: [`DEFAULT_URI`].
     pub connect: Option<String>,
 }
+
+/// What `watch` connects to without `--connect`: the system QEMU driver, whatever
+/// `$LIBVIRT_DEFAULT_URI` or libvirt.conf's `uri_default` say (a service should not follow them).
+pub const DEFAULT_URI: &str = "qemu:///system";
 
 /// The longest wait between reconnect attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -42,7 +47,7 @@ static RELOAD: AtomicBool = AtomicBool::new(false);
 pub fn watch(ctx: &Ctx, o: &WatchOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     install_signal_handlers();
-    let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
+    let virsh = Virsh::from_env(Some(o.connect.clone().unwrap_or_else(|| DEFAULT_URI.to_string())), &ctx.paths);
     let mut stream = VirshStream { command: virsh.command(&["event", "--loop", "--event", "lifecycle"]) };
     stream.command.env("LC_ALL", "C");
     let mut guests = Sweeper { ctx, cfg, virsh };
@@ -117,6 +122,13 @@ fn ambiguous(name: &str) -> bool {
 
 impl Guests for Sweeper<'_> {
     fn sweep(&mut self) -> Result<()> {
+        // Is libvirt there at all? Asked first so that an outage is one line (the loop's), not
+        // also the version lookup's fallback warning. (`uri` is a fixed word: virsh's
+        // command-string form is harmless, as in `Virsh::is_remote`.)
+        let out = self.virsh.run(&["uri"])?;
+        if !out.success() {
+            return Err(Error::Command { what: format!("virsh{}", self.virsh.on()), code: exit::FAILURE, msg: out.message() });
+        }
         self.apply(&Targets::All)
     }
 
@@ -151,6 +163,8 @@ impl Guests for Sweeper<'_> {
         match self.ctx.load_config() {
             Ok(cfg) => {
                 log::info!("config {} read again", self.ctx.config_path.display());
+                // What the new config drops (and the cache's state) is said again, once.
+                crate::support::logging::forget_logged_once();
                 self.cfg = cfg;
             }
             Err(e) => log::error!("{e}; keeping the last good config"),
@@ -202,8 +216,15 @@ pub fn parse_line(line: &str) -> Option<Lifecycle> {
     Some(Lifecycle { domain: domain.to_string(), event: event.to_string(), detail: detail.to_string() })
 }
 
+/// What `virsh event --loop` prints last when its connection ends (`events received: 0`, then a
+/// blank line): not an event.
+const RECEIVED: &str = "events received: ";
+
 /// The action for one line.
 pub fn action(line: &str) -> Action {
+    if line.is_empty() || line.strip_prefix(RECEIVED).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+        return Action::Ignore;
+    }
     match parse_line(line) {
         None => Action::Sweep,
         Some(l) => match (l.event.as_str(), l.detail.as_str()) {
@@ -337,25 +358,25 @@ pub fn run_loop(
             }
         }
         loop {
-            let first = match rx.recv_timeout(POLL) {
-                Ok(line) => line,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if reload.swap(false, Ordering::SeqCst) {
-                        guests.reload();
-                        if let Err(e) = guests.sweep() {
-                            log::warn!("sweep failed: {e}");
-                        }
+            match rx.recv_timeout(POLL) {
+                Ok(first) => {
+                    // A burst (a thousand guests defined by a script) is handled once per guest.
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
                     }
-                    continue;
+                    handle(&batch, guests, &mut warned_started);
                 }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            // A burst (a thousand guests defined by a script) is handled once per guest.
-            let mut batch = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
             }
-            handle(&batch, guests, &mut warned_started);
+            // Also between batches: a steady stream of events must not hold a reload off.
+            if reload.swap(false, Ordering::SeqCst) {
+                guests.reload();
+                if let Err(e) = guests.sweep() {
+                    log::warn!("sweep failed: {e}");
+                }
+            }
         }
         let why = finish(&mut child);
         let _ = reader.join();
@@ -382,11 +403,7 @@ fn handle(lines: &[String], guests: &mut dyn Guests, warned_started: &mut HashSe
                     log::warn!("domain '{}': {e}", printable(name));
                 }
             }
-            Action::Started(name) => {
-                if warned_started.insert(name.clone()) {
-                    guests.started(name);
-                }
-            }
+            Action::Started(name) if warned_started.insert(name.clone()) => guests.started(name),
             _ => {}
         }
     }
@@ -456,6 +473,10 @@ mod tests {
         assert_eq!(action("event 'lifecycle' for domain 'a': Stopped Destroyed"), Action::Ignore);
         // The second half of a name with a newline.
         assert_eq!(action("b': Defined Added"), Action::Sweep);
+        // virsh's last line when the daemon goes away: the outage is logged, not a sweep.
+        assert_eq!(action("events received: 12"), Action::Ignore);
+        assert_eq!(action(""), Action::Ignore);
+        assert_eq!(action("events received: many"), Action::Sweep);
     }
 
     #[test]

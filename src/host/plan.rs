@@ -371,7 +371,7 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
         None => {}
     }
     if state != CacheState::Fresh {
-        log::info!("cache {}: {state} ({detail})", paths.state_file().display());
+        crate::support::logging::log_once(log::Level::Info, format!("cache {}: {state} ({detail})", paths.state_file().display()));
     }
     CacheReport { state, detail }
 }

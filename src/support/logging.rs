@@ -79,6 +79,30 @@ impl Log for HookLogger {
     fn flush(&self) {}
 }
 
+/// Messages [`log_once`] has logged since the start or the last [`forget_logged_once`].
+static LOGGED_ONCE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Logs `msg` unless the same message was logged by this function before: the diagnostics of a
+/// plan (a configured event dropped, the cache's state) come with every guest `watch` fixes, and
+/// it should say them once, not once per event it receives.
+pub fn log_once(level: Level, msg: String) {
+    let mut seen = LOGGED_ONCE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.contains(&msg) {
+        return;
+    }
+    // A bound, for a service that runs for months: forgetting only means saying it again.
+    if seen.len() >= 256 {
+        seen.clear();
+    }
+    log::log!(level, "{msg}");
+    seen.push(msg);
+}
+
+/// Lets [`log_once`] say everything again (a new config: its diagnostics are news).
+pub fn forget_logged_once() {
+    LOGGED_ONCE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+}
+
 /// `log::warn!` at most once per call site and process: for what would otherwise repeat for
 /// every guest of a sweep or every retry of the same call.
 #[macro_export]

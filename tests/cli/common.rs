@@ -319,6 +319,45 @@ pub fn tcg_guest(name: &str, devices: &str) -> String {
     )
 }
 
+/// The binary on the real host (root `/`) with `config`, against the test's daemon (the real config is not read).
+pub fn tool(config: &Path, args: &[&str]) -> Output {
+    let mut cmd = clean_command(BIN, Path::new("/"), &[]);
+    cmd.arg("--config").arg(config).args(args);
+    feed(cmd, "")
+}
+
+/// A work directory and a config in it with `events`.
+pub fn work(tag: &str, events: &[&str]) -> (TempDir, PathBuf) {
+    let work = TempDir::new(tag);
+    let config = work.path().join("config.json");
+    write_config(&config, events);
+    (work, config)
+}
+
+/// `<perf>` with `event` enabled, put in `xml` before `<devices>`.
+pub fn with_event(xml: &str, event: &str) -> String {
+    assert!(!xml.contains("<perf"), "{xml}");
+    xml.replacen("<devices>", &format!("<perf><event name='{event}' enabled='yes'/></perf><devices>"), 1)
+}
+
+/// A disk for a busy guest: a 1 MiB raw image `NAME.img` in `dir` whose boot sector is `jmp $`
+/// (EB FE) with the 55 AA signature, as an IDE disk. The guest spins, and TCG keeps one host core
+/// busy. One image per guest: QEMU locks its image.
+pub fn busy_disk(dir: &TempDir, name: &str) -> String {
+    let mut img = vec![0u8; 1 << 20];
+    img[..2].copy_from_slice(&[0xEB, 0xFE]);
+    img[510..512].copy_from_slice(&[0x55, 0xAA]);
+    let path = dir.path().join(format!("{name}.img"));
+    std::fs::write(&path, img).unwrap();
+    // qemu runs as another user: it must reach and read the image.
+    set_mode(dir.path(), 0o755);
+    set_mode(&path, 0o644);
+    format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hda' bus='ide'/></disk>",
+        path.display()
+    )
+}
+
 /// Writes a config with `events` (mode 0644). `on_error: fail`: a hook that refuses the guest
 /// (or fails in any way) aborts the restore, so such a failure cannot pass unnoticed.
 pub fn write_config(path: &Path, events: &[&str]) {

@@ -16,9 +16,12 @@ use crate::virsh::NEXT_START;
 const GUEST: &str = "vph-e2e-t1";
 
 /// Holds an exclusive flock on `path` from another process (`flock -x`) for at most `limit`;
-/// released when the returned child is dropped (killed).
+/// released when the returned child is dropped (killed). `--no-fork`: flock execs the command,
+/// so the process killed is the one holding the lock (a forked `sleep` would outlive the test
+/// and hold the cache lock for the tests after it).
 fn hold_lock_for(path: &Path, limit: Duration) -> KillOnDrop {
     let child = Command::new("flock")
+        .arg("--no-fork")
         .arg("-x")
         .arg(path)
         .arg("-c")

@@ -3,33 +3,11 @@
 //! (persistent config), and `status` tells counters enabled on a running guest (partial) from
 //! counters opened at launch (complete). Each test starts its own daemon (see `common::Libvirt`).
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
 use crate::libvirt_or_skip;
-
-/// The binary on the real host (root `/`) with `config`, against the test's daemon.
-fn tool(config: &Path, args: &[&str]) -> Output {
-    let mut cmd = clean_command(BIN, Path::new("/"), &[]);
-    cmd.arg("--config").arg(config).args(args);
-    feed(cmd, "")
-}
-
-/// A work directory and a config in it with `events`.
-fn work(tag: &str, events: &[&str]) -> (TempDir, PathBuf) {
-    let work = TempDir::new(tag);
-    let config = work.path().join("config.json");
-    write_config(&config, events);
-    (work, config)
-}
-
-/// `<perf>` with `event` enabled, put in `xml` before `<devices>`.
-fn with_event(xml: &str, event: &str) -> String {
-    assert!(!xml.contains("<perf"), "{xml}");
-    xml.replacen("<devices>", &format!("<perf><event name='{event}' enabled='yes'/></perf><devices>"), 1)
-}
 
 /// The reproduction: `virsh restore FILE --xml EDITED` where EDITED enables an event this
 /// host cannot open fails without the hook and restores with it, and the hook logs the removal.
@@ -100,23 +78,6 @@ fn apply_heals_a_guest_that_cannot_start() {
     assert!(stdout(&out).contains(" running "), "{}", stdout(&out));
 }
 
-/// A 1 MiB raw disk whose boot sector is `jmp $` (EB FE) with the 55 AA signature: the guest
-/// spins, and TCG keeps one host core busy.
-fn busy_disk(dir: &TempDir) -> String {
-    let mut img = vec![0u8; 1 << 20];
-    img[..2].copy_from_slice(&[0xEB, 0xFE]);
-    img[510..512].copy_from_slice(&[0x55, 0xAA]);
-    let path = dir.path().join("busy.img");
-    std::fs::write(&path, img).unwrap();
-    // qemu runs as another user: it must reach and read the image.
-    set_mode(dir.path(), 0o755);
-    set_mode(&path, 0o644);
-    format!(
-        "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hda' bus='ide'/></disk>",
-        path.display()
-    )
-}
-
 /// `virsh domstats` cpu.time and perf.task_clock of `guest` (ns).
 fn sample(guest: &str) -> (u64, u64) {
     let text = virsh_ok(&["domstats", "--perf", "--cpu-total", guest]);
@@ -143,7 +104,7 @@ fn status_tells_live_enabled_counters_from_complete_ones() {
     host.start();
     let (work, config) = work("heal-status", &["task_clock"]);
     let guest = "vph-heal-busy";
-    host.define(guest, &tcg_guest(guest, &busy_disk(&work)), &work);
+    host.define(guest, &tcg_guest(guest, &busy_disk(&work, guest)), &work);
     virsh_ok(&["start", guest]);
     virsh_ok(&["perf", guest, "--enable", "task_clock", "--live"]);
 

@@ -4,6 +4,7 @@
 
 mod ansible;
 mod common;
+mod create;
 mod e2e;
 mod filter;
 mod heal;
@@ -14,3 +15,4 @@ mod mac;
 mod package;
 mod status;
 mod virsh;
+mod watch;
