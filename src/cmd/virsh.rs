@@ -682,20 +682,6 @@ impl Virsh {
         self.uri.as_ref().map(|(u, _)| format!(" on {u}")).unwrap_or_default()
     }
 
-    pub fn list(&self, flags: &[&str]) -> Result<Vec<String>> {
-        let mut args = vec!["list"];
-        args.extend_from_slice(flags);
-        let out = self.run(&args)?;
-        if !out.success() {
-            return Err(Error::Command {
-                what: format!("virsh list{}", self.on()),
-                code: exit::FAILURE,
-                msg: out.message(),
-            });
-        }
-        Ok(parse_list(&out.stdout))
-    }
-
     /// The UUIDs (or names) a `list` command of a batch printed; its failure is an error for the
     /// whole run (libvirt cannot be reached).
     pub fn listed(&self, r: &Reply) -> Result<Vec<String>> {
