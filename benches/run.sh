@@ -168,13 +168,19 @@ table = [line(("measure", "result", "target", "verdict")), "|" + "|".join("-" * 
 print("\n".join(table))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 hv = subprocess.run(["hyperfine", "--version"], capture_output=True, text=True).stdout.strip()
-with open(os.path.join(os.path.dirname(work), "results.md"), "w") as out:
+results = os.path.join(os.path.dirname(work), "results.md")
+# benches/sweep.sh owns its own section (a real libvirtd, run separately): keep it.
+old = open(results).read() if os.path.exists(results) else ""
+sweep = old[old.find("<!-- sweep.sh begin -->"):] if "<!-- sweep.sh begin -->" in old else ""
+with open(results, "w") as out:
     out.write("# Benchmark results\n\n")
     out.write(f"`benches/run.sh` on {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}. "
               "Means of hyperfine runs (shell spawn subtracted); inputs from `benches/gen.py`.\n\n")
     out.write("\n".join(table) + "\n")
     for name in ("passthrough", "passthrough-noshell", "rewrite8k", "rewrite8k-warm", "alt8k", "filter-pin-1", "filter-warm-1", "filter-pin-2", "filter-warm-2", "rewrite5m", "hostile"):
         out.write(f"\n## {name}\n\n" + open(os.path.join(work, name + ".md")).read())
+    if sweep:
+        out.write("\n" + sweep)
 fails = sum(r[3] == "FAIL" for r in rows)
 print(f"\nbench: {fails} target(s) failed; wrote benches/results.md")
 sys.exit(1 if fails else 0)
