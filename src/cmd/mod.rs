@@ -8,6 +8,7 @@ use crate::core::rewrite;
 use crate::support::error::{Error, Result};
 use crate::support::paths::{Paths, CONFIG_ENV};
 
+pub mod batch;
 pub mod filter;
 pub mod hook;
 pub mod report;

@@ -1,7 +1,8 @@
 //! The `status` command: what each guest really has. For every selected guest: the events in its
 //! persistent config and live, whether its live counters see all of its threads, and which events
 //! would make its next start fail. It only reads (virsh list, dumpxml, domstats); it changes
-//! nothing.
+//! nothing. Whatever the number of guests, it runs a handful of virsh processes: the lists, the
+//! persistent configs, the live XML, and two domstats.
 //!
 //! libvirt opens a guest's counters on the QEMU process with `inherit=1`, so they count the
 //! threads created after they were opened. Opened at launch (boot, restore, incoming migration)
@@ -10,9 +11,10 @@
 //! by comparing a clock counter (`task_clock`, `cpu_clock`: nanoseconds the counted threads ran)
 //! with the CPU time of the whole guest (`cpu.time`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::cmd::batch::{call, Call, Reply};
 use crate::cmd::virsh::{dedup, render_columns, write_stdout, Virsh};
 use crate::cmd::{filter, Ctx};
 use crate::core::config::Config;
@@ -140,16 +142,8 @@ pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
     let plan = plan::plan(&ctx.paths, &cfg, &virsh.target(&cfg)?);
-    let names = if o.all { virsh.list(&["--all", "--name"])? } else { dedup(&o.domains) };
-    let active = virsh.list(&["--name"])?;
-    let mut guests: Vec<Guest> = Vec::with_capacity(names.len());
-    let mut skipped: Vec<String> = Vec::new();
-    for name in &names {
-        match inspect(&virsh, &cfg, &plan, name, &active)? {
-            Some(g) => guests.push(g),
-            None => skipped.push(name.clone()),
-        }
-    }
+    let (guests, skipped) = inspect_all(&virsh, &cfg, &plan, o)?;
+    let mut guests = guests;
     judge_counters(&virsh, &mut guests)?;
     let summary = summarize(&guests);
     let ok = guests.iter().all(Guest::fine);
@@ -173,53 +167,97 @@ pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
     Ok(if ok { exit::OK } else { exit::FAILURE })
 }
 
-/// One guest's configs. `None` when the config's include/exclude leaves it out (judged on the
-/// name in its XML, so a UUID or ID given on the command line works too). Counters are judged
-/// later, for all guests at once.
-fn inspect(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, active: &[String]) -> Result<Option<Guest>> {
+/// Every selected guest's configs, batched (see [`batch`](crate::cmd::batch)): one virsh lists
+/// the guests (`--all`) and the running ones by UUID, one reads every persistent config
+/// (`dumpxml --inactive`, by UUID, or by the DOMAIN as given: virsh looks it up by ID, UUID or
+/// name), one the live XML of the selected running guests. Returns the guests and the names
+/// the config's include/exclude leaves out (judged on the name in the XML, so a UUID or ID
+/// given on the command line works too). Counters are judged later, for all guests at once.
+fn inspect_all(virsh: &Virsh, cfg: &Config, plan: &Plan, o: &StatusOpts) -> Result<(Vec<Guest>, Vec<String>)> {
+    let mut calls: Vec<Call> = Vec::with_capacity(2);
+    if o.all {
+        calls.push(call(&["list", "--all", "--uuid"]));
+    }
+    calls.push(call(&["list", "--uuid"]));
+    let mut lists = virsh.batch_collect(&calls)?.iter().map(|r| virsh.listed(r)).collect::<Result<Vec<_>>>()?;
+    let active: HashSet<String> = lists.pop().unwrap_or_default().into_iter().collect();
+    let targets = if o.all { lists.pop().unwrap_or_default() } else { dedup(&o.domains) };
+    let calls: Vec<Call> = targets.iter().map(|t| call(&["dumpxml", "--inactive", "--domain", t])).collect();
+    let mut guests: Vec<Guest> = Vec::with_capacity(targets.len());
+    let mut skipped: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    virsh.batch(&calls, &[], &mut |i, reply| {
+        match inspect(cfg, plan, &targets[i], &reply, &active) {
+            // The same guest named twice (by name and by UUID, say) is one row.
+            Ok(g) if g.uuid.as_ref().is_some_and(|u| !seen.insert(u.clone())) => {}
+            Ok(g) => guests.push(g),
+            Err(name) => skipped.push(name),
+        }
+        Ok(())
+    })?;
+    let skipped = dedup(&skipped);
+    // The live XML of the running guests whose config could be read.
+    let live: Vec<usize> = (0..guests.len()).filter(|&i| guests[i].running && guests[i].reason.is_empty()).collect();
+    let calls: Vec<Call> = live.iter().map(|&i| call(&["dumpxml", "--domain", guests[i].uuid.as_deref().unwrap_or_default()])).collect();
+    virsh.batch(&calls, &[], &mut |k, reply| {
+        with_live(&mut guests[live[k]], &reply);
+        Ok(())
+    })?;
+    Ok((guests, skipped))
+}
+
+/// One guest from its persistent config (`dumpxml --inactive` of `target`). `Err` with its
+/// name when the config's include/exclude leaves it out.
+fn inspect(cfg: &Config, plan: &Plan, target: &str, conf: &Reply, active: &HashSet<String>) -> std::result::Result<Guest, String> {
     let mut g = Guest {
-        domain: name.to_string(),
+        domain: target.to_string(),
         uuid: None,
-        running: active.iter().any(|a| a == name),
+        running: active.contains(target),
         config_events: Vec::new(),
         live_events: Vec::new(),
         counters: Counters::Unknown,
         reason: String::new(),
         at_risk: Vec::new(),
     };
-    let conf = virsh.run(&["dumpxml", "--inactive", "--domain", name])?;
-    if !conf.success() {
+    if conf.failed() || conf.stdout.trim().is_empty() {
         g.reason = conf.message();
-        return Ok(Some(g));
+        return Ok(g);
     }
     let doc = match Document::parse(&conf.stdout) {
         Ok(d) => d,
         Err(e) => {
             g.reason = format!("cannot read its XML: {e}");
-            return Ok(Some(g));
+            return Ok(g);
         }
     };
-    g.domain = doc.name().unwrap_or(name).to_string();
+    g.domain = doc.name().unwrap_or(target).to_string();
     if !cfg.domains.selects(&g.domain) {
-        return Ok(None);
+        return Err(g.domain);
     }
     g.uuid = doc.uuid().map(str::to_string);
-    g.running = active.contains(&g.domain);
+    g.running = g.uuid.as_ref().is_some_and(|u| active.contains(u));
     g.config_events = enabled(&doc);
     // What the rewrite would take out, whatever "unsupported" says: this is about the next start.
     g.at_risk = filter::unusable_in(plan, &doc).into_iter().map(|u| AtRisk { event: u.event, reason: u.reason }).collect();
     if !g.running {
         g.counters = Counters::None;
         g.reason = "not running".to_string();
-        return Ok(Some(g));
     }
-    let live = virsh.run(&["dumpxml", "--domain", name])?;
-    let live_doc = if live.success() { Document::parse(&live.stdout).map_err(|e| e.to_string()) } else { Err(live.message()) };
-    match live_doc {
+    Ok(g)
+}
+
+/// Adds a running guest's live events (`dumpxml` without `--inactive`).
+fn with_live(g: &mut Guest, live: &Reply) {
+    let doc = if live.failed() || live.stdout.trim().is_empty() {
+        Err(live.message())
+    } else {
+        Document::parse(&live.stdout).map_err(|e| e.to_string())
+    };
+    match doc {
         Ok(doc) => g.live_events = enabled(&doc),
         Err(e) => {
             g.reason = format!("cannot read its live XML: {e}");
-            return Ok(Some(g));
+            return;
         }
     }
     if g.live_events.is_empty() {
@@ -229,7 +267,6 @@ fn inspect(virsh: &Virsh, cfg: &Config, plan: &Plan, name: &str, active: &[Strin
             g.reason.push_str("; the config's events start at its next start (boot, restore or migration)");
         }
     }
-    Ok(Some(g))
 }
 
 /// The `enabled='yes'` events of a domain XML, in document order.

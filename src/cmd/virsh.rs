@@ -3,15 +3,18 @@
 //! libvirt ignores hook output on a plain define/start, so new guests get their events from the
 //! `define` wrapper and existing guests from `apply`, which rewrites the persistent config the
 //! way `virsh edit` does (dumpxml, rewrite, define). Neither changes a running guest's live
-//! counters: enabled there, they would miss its vCPU threads. Domain names are untrusted: they
-//! always travel as their own argv entry after `--domain`, never through a shell and never as
-//! virsh's single-string command form (which splits on `;`).
+//! counters: enabled there, they would miss its vCPU threads. Domain names are untrusted: a
+//! sweep addresses guests by UUID, and a DOMAIN as given reaches virsh only as one word quoted
+//! for virsh's own command-string parser ([`batch::quote`](crate::cmd::batch::quote)), never
+//! through a shell.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::cmd::batch::{call, Call, MemFile, Reply};
 use crate::cmd::{filter, read_input, Ctx};
 use crate::core::config::{printable, Config};
 use crate::core::rewrite::Document;
@@ -148,45 +151,247 @@ pub enum Targets {
 
 /// The work of `apply` (and of `watch`): one row per guest, each logged. `Err` only when virsh
 /// cannot run or libvirt cannot be reached at all; a guest's own failure is its row.
+///
+/// Batched (see [`batch`](crate::cmd::batch)): one virsh process lists the guests (all, active,
+/// transient) and looks up named targets, one asks every guest's name, then in rounds of
+/// [`ROUND`] guests one reads their persistent configs and one defines those that change (a
+/// phase takes more than one virsh when its command string would pass
+/// [`MAX_STRING`](crate::cmd::batch::MAX_STRING)). A sweep over 1000 guests is about twenty
+/// virsh processes, where one per call was 2000-4000.
 pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targets, dry_run: bool) -> Result<Vec<Row>> {
     let plan = plan::plan(&ctx.paths, cfg, &virsh.target(cfg)?);
     for Dropped { event, reason } in &plan.dropped {
         crate::support::logging::log_once(log::Level::Warn, format!("not enabling {event}: {reason}"));
     }
-    // Every target becomes a guest (UUID and name) first: a UUID or an ID must meet the
-    // include/exclude rules under the guest's real name, and names are listed by UUID so that
-    // any name libvirt accepts (one ending in '\r', one that reads as an ID) comes through.
-    let targets: Vec<String> = match targets {
-        Targets::All => virsh.list(&["--all", "--uuid"])?,
-        Targets::Named(names) => names.clone(),
-    };
-    if targets.is_empty() {
-        return Ok(Vec::new());
-    }
-    // One call each for all domains: which are active (their change waits for their next
-    // start), and which are transient (no persistent config; defining one would make it
-    // persistent).
-    let active = virsh.list(&["--uuid"])?;
-    let transient = virsh.list(&["--transient", "--uuid"])?;
-    let mut rows: Vec<Row> = Vec::with_capacity(targets.len());
-    let mut seen: Vec<String> = Vec::with_capacity(targets.len());
-    for target in &targets {
-        let row = match virsh.guest(target)? {
-            Ok(g) if seen.contains(&g.uuid) => continue,
-            Ok(g) if transient.contains(&g.uuid) => {
-                seen.push(g.uuid.clone());
+    let found = find_guests(virsh, targets)?;
+    let Some(found) = found else { return Ok(Vec::new()) };
+    let mut slots: Vec<Slot> = Vec::with_capacity(found.guests.len());
+    for (label, looked_up) in found.guests {
+        slots.push(match looked_up {
+            Err(msg) => Slot::Done(Row { domain: label, result: Outcome::Failed, detail: msg }),
+            Ok(g) if found.transient.contains(&g.uuid) => {
                 let detail = "transient: it has no persistent config to change".to_string();
-                Row { domain: g.name, result: Outcome::Skipped, detail }
+                Slot::Done(Row { domain: g.name, result: Outcome::Skipped, detail })
             }
-            Ok(g) => {
-                seen.push(g.uuid.clone());
-                apply_one(virsh, cfg, &plan, &g, dry_run, &active)?
-            }
-            Err(msg) => Row { domain: target.clone(), result: Outcome::Failed, detail: msg },
-        };
-        rows.push(row);
+            Ok(g) if !cfg.domains.selects(&g.name) => Slot::Done(Row { domain: g.name, result: Outcome::Skipped, detail: NOT_SELECTED.into() }),
+            Ok(g) => Slot::Pending(g),
+        });
     }
+    let pending: Vec<usize> = (0..slots.len()).filter(|&i| matches!(slots[i], Slot::Pending(_))).collect();
+    for round in pending.chunks(ROUND) {
+        apply_round(virsh, cfg, &plan, &mut slots, round, dry_run, &found.active)?;
+    }
+    let rows: Vec<Row> = slots
+        .into_iter()
+        .map(|s| match s {
+            Slot::Done(row) => row,
+            // Every pending guest got its row in its round.
+            Slot::Pending(g) => Row { domain: g.name, result: Outcome::Failed, detail: "not handled".into() },
+        })
+        .collect();
     Ok(rows)
+}
+
+/// Guests per round of a sweep: one virsh reads their configs, one defines the changed ones.
+/// Each new config waits in a memfd (an open descriptor) for its define: this keeps well under
+/// the usual limit of 1024 descriptors, and memory to one round's changed configs.
+pub const ROUND: usize = 256;
+
+/// Why a guest outside `domains` is left alone.
+const NOT_SELECTED: &str = "not selected by the config's domains include/exclude";
+
+/// What the sweep knows of the guests it covers.
+struct Found {
+    /// Each target, in order and once per guest: its label (as given, or its UUID for `--all`)
+    /// and the guest, or why it could not be looked up.
+    guests: Vec<(String, std::result::Result<Guest, String>)>,
+    /// UUIDs of the running guests: their change waits for their next start.
+    active: HashSet<String>,
+    /// UUIDs of the transient guests: no persistent config; defining one makes it persistent.
+    transient: HashSet<String>,
+}
+
+/// A guest's place in the table: its row, or the guest still to be read.
+enum Slot {
+    Done(Row),
+    Pending(Guest),
+}
+
+/// Lists and looks up the targets: one virsh for `list --all --uuid` (or a `dominfo` per named
+/// target, which finds a domain by ID, UUID or name as virsh does), `list --uuid` and
+/// `list --transient --uuid`; then one for every guest's name (`domname` by UUID, exactly as
+/// libvirt has it: one ending in '\r', one that reads as an ID). `None` when there are none.
+fn find_guests(virsh: &Virsh, targets: &Targets) -> Result<Option<Found>> {
+    let named: &[String] = match targets {
+        Targets::All => &[],
+        Targets::Named(n) if n.is_empty() => return Ok(None),
+        Targets::Named(n) => n,
+    };
+    let all = matches!(targets, Targets::All);
+    let mut calls: Vec<Call> = Vec::with_capacity(3 + named.len());
+    if all {
+        calls.push(call(&["list", "--all", "--uuid"]));
+    }
+    calls.push(call(&["list", "--uuid"]));
+    calls.push(call(&["list", "--transient", "--uuid"]));
+    calls.extend(named.iter().map(|t| call(&["dominfo", "--domain", t])));
+    let mut replies = virsh.batch_collect(&calls)?.into_iter();
+    let mut list = || virsh.listed(&replies.next().unwrap_or_default());
+    let listed = if all { Some(list()?) } else { None };
+    let active: HashSet<String> = list()?.into_iter().collect();
+    let transient: HashSet<String> = list()?.into_iter().collect();
+    let looked_up: Vec<(String, std::result::Result<String, String>)> = match listed {
+        Some(uuids) => uuids.into_iter().map(|u| (u.clone(), Ok(u))).collect(),
+        None => named.iter().cloned().zip(replies.map(|r| dominfo_uuid(&r))).collect(),
+    };
+    if looked_up.is_empty() {
+        return Ok(None);
+    }
+    // Each guest once, however often and however it was named.
+    let mut seen: HashSet<&str> = HashSet::new();
+    let uuids: Vec<&str> = looked_up.iter().filter_map(|(_, u)| u.as_deref().ok()).filter(|u| seen.insert(u)).collect();
+    let calls: Vec<Call> = uuids.iter().map(|u| call(&["domname", "--domain", u])).collect();
+    let mut names: HashMap<String, std::result::Result<String, String>> = HashMap::with_capacity(uuids.len());
+    virsh.batch(&calls, &[], &mut |i, r| {
+        // virsh prints the name and a newline; a name never holds a '\n', any other byte is its.
+        let name = r.stdout.strip_suffix('\n').unwrap_or(&r.stdout);
+        let got = if r.failed() || name.is_empty() { Err(r.message()) } else { Ok(name.to_string()) };
+        names.insert(uuids[i].to_string(), got);
+        Ok(())
+    })?;
+    let mut done: HashSet<String> = HashSet::new();
+    let mut guests = Vec::with_capacity(looked_up.len());
+    for (label, uuid) in looked_up {
+        let got = match uuid {
+            Err(msg) => Err(msg),
+            Ok(uuid) if !done.insert(uuid.clone()) => continue,
+            Ok(uuid) => match names.remove(&uuid) {
+                Some(Ok(name)) => Ok(Guest { uuid, name }),
+                Some(Err(msg)) => Err(msg),
+                None => Err("virsh did not say its name".into()),
+            },
+        };
+        guests.push((label, got));
+    }
+    Ok(Some(Found { guests, active, transient }))
+}
+
+/// The UUID in `virsh dominfo` output, or virsh's error.
+fn dominfo_uuid(r: &Reply) -> std::result::Result<String, String> {
+    let uuid = r.stdout.lines().find_map(|l| l.strip_prefix("UUID:")).map(str::trim).unwrap_or_default();
+    if r.failed() || uuid.is_empty() {
+        return Err(r.message());
+    }
+    Ok(uuid.to_string())
+}
+
+/// A define to do: the guest's slot, its row's detail, its new config in a memfd.
+struct Define {
+    slot: usize,
+    detail: String,
+    new: MemFile,
+}
+
+/// One round: reads the configs of the guests in `slots[round]` (one virsh), rewrites each, and
+/// defines those that change (one virsh), each new config handed over in a memfd. Fills in their
+/// rows.
+fn apply_round(
+    virsh: &Virsh,
+    cfg: &Config,
+    plan: &Plan,
+    slots: &mut [Slot],
+    round: &[usize],
+    dry_run: bool,
+    active: &HashSet<String>,
+) -> Result<()> {
+    let guest = |slots: &[Slot], i: usize| match &slots[i] {
+        Slot::Pending(g) => g.clone(),
+        Slot::Done(_) => unreachable!("only pending guests go into a round"),
+    };
+    // The persistent config with its secrets (VNC/SPICE passwords), which defining it back
+    // must keep: what `virsh edit` does.
+    let calls: Vec<Call> =
+        round.iter().map(|&i| call(&["dumpxml", "--inactive", "--security-info", "--domain", &guest(slots, i).uuid])).collect();
+    let mut defines: Vec<Define> = Vec::new();
+    virsh.batch(&calls, &[], &mut |k, reply| {
+        let slot = round[k];
+        let g = guest(slots, slot);
+        let row = |result, detail: String| Slot::Done(Row { domain: g.name.clone(), result, detail });
+        slots[slot] = match rewrite_config(cfg, plan, &g, &reply, active.contains(&g.uuid)) {
+            Err(done) => Slot::Done(done),
+            Ok(Change::None(detail)) => row(Outcome::Ok, detail),
+            Ok(Change::New(detail, _)) if dry_run => row(Outcome::WouldChange, detail),
+            Ok(Change::New(detail, xml)) => match MemFile::new("virt-perf-hook-domain.xml", xml.as_bytes()) {
+                Ok(new) => {
+                    defines.push(Define { slot, detail, new });
+                    Slot::Pending(g)
+                }
+                Err(e) => row(Outcome::Failed, format!("cannot hold its new config in memory (memfd_create): {e}")),
+            },
+        };
+        Ok(())
+    })?;
+    // What each define gave: virsh's error, if any.
+    let mut results: Vec<std::result::Result<(), String>> = vec![Ok(()); defines.len()];
+    let calls: Vec<Call> = defines.iter().map(|d| call(&["define", "--file", &d.new.path()])).collect();
+    let fds: Vec<std::os::fd::RawFd> = defines.iter().map(|d| d.new.fd()).collect();
+    virsh.batch(&calls, &fds, &mut |i, reply| {
+        if reply.failed() {
+            // virsh names the file it read: say what it was.
+            results[i] = Err(reply.message().replace(&defines[i].new.path(), "the new config"));
+        }
+        Ok(())
+    })?;
+    for (d, res) in defines.into_iter().zip(results) {
+        let g = guest(slots, d.slot);
+        slots[d.slot] = Slot::Done(match res {
+            Ok(()) => Row { domain: g.name, result: Outcome::Changed, detail: d.detail },
+            Err(msg) => Row { domain: g.name, result: Outcome::Failed, detail: format!("defining the new config failed: {msg}") },
+        });
+    }
+    Ok(())
+}
+
+/// What a guest's config needs.
+enum Change {
+    /// Nothing; the row's detail.
+    None(String),
+    /// A new config (ready for `virsh define`) and the row's detail.
+    New(String, String),
+}
+
+/// The rewrite of one guest's persistent config as `virsh dumpxml` gave it. `Err` is its
+/// (failed or skipped) row.
+fn rewrite_config(cfg: &Config, plan: &Plan, guest: &Guest, xml: &Reply, running: bool) -> std::result::Result<Change, Row> {
+    let row = |result, detail: String| Row { domain: guest.name.clone(), result, detail };
+    if xml.failed() || xml.stdout.trim().is_empty() {
+        return Err(row(Outcome::Failed, xml.message()));
+    }
+    let filtered =
+        Document::parse(&xml.stdout).and_then(|doc| filter::rewrite_planned(cfg, plan.clone(), &doc, guest.name.clone()));
+    let (filtered, outcome) = match filtered {
+        Ok(f) => match f.outcome.clone() {
+            Some(o) => (f, o),
+            None => return Err(row(Outcome::Skipped, NOT_SELECTED.into())),
+        },
+        Err(e) => return Err(row(Outcome::Failed, format!("cannot read its XML: {e}"))),
+    };
+    let Some(new) = outcome.xml.as_deref() else {
+        let has: Vec<&str> = plan.add.iter().copied().filter(|e| !outcome.kept_disabled.contains(e)).collect();
+        let mut parts = vec![if has.is_empty() { "nothing to change".to_string() } else { format!("has {}", has.join(",")) }];
+        if !outcome.kept_disabled.is_empty() {
+            parts.push(format!("kept disabled {} (existing: respect)", outcome.kept_disabled.join(",")));
+        }
+        return Ok(Change::None(parts.join("; ")));
+    };
+    let mut detail = outcome.summary_with(|e| filtered.why_removed(e));
+    if running {
+        detail.push_str("; ");
+        detail.push_str(NEXT_START);
+    }
+    // libvirt writes a '\r' in a value (a name may end in one) as is, and the XML parser reads a
+    // bare '\r' as a newline (a name with one is refused): as a character reference it stays.
+    Ok(Change::New(detail, new.replace('\r', "&#13;")))
 }
 
 /// Writes a report to stdout; a reader that went away (`| head`) is not an error.
@@ -260,56 +465,6 @@ pub struct Guest {
 
 /// Why a running guest's row says its change is not live yet.
 pub const NEXT_START: &str = "counters start at the next start (boot, restore or migration)";
-
-/// What one domain needs. Returns `Err` only when virsh itself cannot run (stop everything);
-/// a virsh call that fails makes a `failed` row and the loop goes on.
-fn apply_one(virsh: &Virsh, cfg: &Config, plan: &Plan, guest: &Guest, dry_run: bool, active: &[String]) -> Result<Row> {
-    let Guest { uuid, name } = guest;
-    let row = |result, detail: String| Ok(Row { domain: name.to_string(), result, detail });
-    if !cfg.domains.selects(name) {
-        return row(Outcome::Skipped, "not selected by the config's domains include/exclude".into());
-    }
-    // The persistent config with its secrets (VNC/SPICE passwords), which defining it back
-    // must keep: what `virsh edit` does.
-    let xml = virsh.run(&["dumpxml", "--inactive", "--security-info", "--domain", uuid])?;
-    if !xml.success() {
-        return row(Outcome::Failed, xml.message());
-    }
-    let filtered = Document::parse(&xml.stdout).and_then(|doc| filter::rewrite_planned(cfg, plan.clone(), &doc, name.to_string()));
-    let (filtered, outcome) = match filtered {
-        Ok(f) => match f.outcome.clone() {
-            Some(o) => (f, o),
-            None => return row(Outcome::Skipped, "not selected by the config's domains include/exclude".into()),
-        },
-        Err(e) => return row(Outcome::Failed, format!("cannot read its XML: {e}")),
-    };
-    let Some(new) = outcome.xml.as_deref() else {
-        let has: Vec<&str> = plan.add.iter().copied().filter(|e| !outcome.kept_disabled.contains(e)).collect();
-        let mut parts = vec![if has.is_empty() { "nothing to change".to_string() } else { format!("has {}", has.join(",")) }];
-        if !outcome.kept_disabled.is_empty() {
-            parts.push(format!("kept disabled {} (existing: respect)", outcome.kept_disabled.join(",")));
-        }
-        return row(Outcome::Ok, parts.join("; "));
-    };
-    let mut detail = outcome.summary_with(|e| filtered.why_removed(e));
-    if active.contains(uuid) {
-        detail.push_str("; ");
-        detail.push_str(NEXT_START);
-    }
-    if dry_run {
-        return row(Outcome::WouldChange, detail);
-    }
-    // libvirt writes a '\r' in a value (a name may end in one) as is, and the XML parser reads a
-    // bare '\r' as a newline (a name with one is refused): as a character reference it stays.
-    let new = new.replace('\r', "&#13;");
-    // On virsh's stdin, like `define`: nothing another user could swap on the way.
-    let out = virsh.feed(&["define", "--file", STDIN], new.as_bytes())?;
-    if !out.status.success() {
-        let msg = one_line(&String::from_utf8_lossy(&out.stderr));
-        return row(Outcome::Failed, format!("defining the new config failed: {}", if msg.is_empty() { format!("virsh exited with {}", out.status) } else { msg }));
-    }
-    row(Outcome::Changed, detail)
-}
 
 /// The libvirt version from `virsh version --daemon`: the daemon's (what actually runs the
 /// guests), else the driver API's, else the client library's.
@@ -490,8 +645,8 @@ impl Virsh {
         if let Some(uri) = &self.connect {
             cmd.arg("-c").arg(uri);
         }
-        // Always more than one argv entry after the options: a lone argument would be parsed
-        // by virsh as a command string (`;` separated).
+        // A lone argument after the options is a command string (`;` separated, see
+        // `batch`): only fixed words and quoted ones go there, never a name as given.
         cmd.args(args);
         cmd
     }
@@ -549,7 +704,7 @@ impl Virsh {
         out.map_err(|e| Error::Other(format!("cannot read virsh's output: {e}")))
     }
 
-    fn spawn_error(&self, e: std::io::Error) -> Error {
+    pub(crate) fn spawn_error(&self, e: std::io::Error) -> Error {
         let bin = Path::new(&self.bin).display();
         match (e.kind(), self.from_env) {
             (std::io::ErrorKind::NotFound, false) => {
@@ -567,38 +722,13 @@ impl Virsh {
         self.uri.as_ref().map(|(u, _)| format!(" on {u}")).unwrap_or_default()
     }
 
-    pub fn list(&self, flags: &[&str]) -> Result<Vec<String>> {
-        let mut args = vec!["list"];
-        args.extend_from_slice(flags);
-        let out = self.run(&args)?;
-        if !out.success() {
-            return Err(Error::Command {
-                what: format!("virsh list{}", self.on()),
-                code: exit::FAILURE,
-                msg: out.message(),
-            });
+    /// The UUIDs (or names) a `list` command of a batch printed; its failure is an error for the
+    /// whole run (libvirt cannot be reached).
+    pub fn listed(&self, r: &Reply) -> Result<Vec<String>> {
+        if r.failed() {
+            return Err(Error::Command { what: format!("virsh list{}", self.on()), code: exit::FAILURE, msg: r.message() });
         }
-        Ok(parse_list(&out.stdout))
-    }
-
-    /// The guest `target` (a name, UUID or ID, looked up the way virsh does) names, or virsh's
-    /// error. `Err` only when virsh cannot run.
-    fn guest(&self, target: &str) -> Result<std::result::Result<Guest, String>> {
-        // dominfo looks a domain up by ID, UUID or name, as perf does (domuuid and domname
-        // each skip one of the three).
-        let out = self.run(&["dominfo", "--domain", target])?;
-        let uuid = out.stdout.lines().find_map(|l| l.strip_prefix("UUID:")).map(str::trim).unwrap_or_default();
-        if !out.success() || uuid.is_empty() {
-            return Ok(Err(out.message()));
-        }
-        let uuid = uuid.to_string();
-        let out = self.run(&["domname", "--domain", &uuid])?;
-        // virsh prints the name and a blank line; a name never holds a '\n', any other byte is its.
-        let name = out.stdout.trim_end_matches('\n');
-        if !out.success() || name.is_empty() {
-            return Ok(Err(out.message()));
-        }
-        Ok(Ok(Guest { uuid, name: name.to_string() }))
+        Ok(parse_list(&r.stdout))
     }
 
     /// Whose libvirt the plan is for, with the version from the pin or from the daemon virsh

@@ -94,8 +94,33 @@ fn status_tells_what_each_guest_has() {
     assert!(log.iter().all(|l| !l.starts_with("[define]") && !l.starts_with("[perf]")), "{log:?}");
     let stats: Vec<&String> = log.iter().filter(|l| l.starts_with("[domstats]")).collect();
     assert_eq!(stats, ["[domstats][--perf][--cpu-total][--list-active]"; 2]);
-    assert!(log.contains(&"[dumpxml][--domain][partial]".to_string()), "live XML read: {log:?}");
-    assert!(!log.contains(&"[dumpxml][--domain][off]".to_string()), "no live XML for a guest that is off: {log:?}");
+    let (partial, off) = (FakeVirsh::uuid("partial"), FakeVirsh::uuid("off"));
+    assert!(log.contains(&format!("[dumpxml][--domain][{partial}]")), "live XML read: {log:?}");
+    assert!(!log.contains(&format!("[dumpxml][--domain][{off}]")), "no live XML for a guest that is off: {log:?}");
+    // Guests by UUID, in a handful of virsh processes whatever their number: the lists, the
+    // persistent configs, the live XML, and the two samples.
+    let skip = FakeVirsh::uuid("skip-me");
+    assert!(log.contains(&format!("[dumpxml][--inactive][--domain][{skip}]")), "its name decides: {log:?}");
+    assert!(!log.contains(&format!("[dumpxml][--domain][{skip}]")), "an excluded guest is not examined: {log:?}");
+    assert_eq!(f.procs().len(), 5, "{:#?}", f.procs());
+}
+
+/// A guest given twice (by name and by UUID) is one row; one that cannot be read fails alone,
+/// in the middle of the batch.
+#[test]
+fn status_one_failure_in_a_batch_is_that_guest_only() {
+    let f = fleet();
+    std::fs::write(f.path("none", "fail-dumpxml"), "").unwrap();
+    let out = f.run(CFG, "status", &["--json", "complete", "none", &FakeVirsh::uuid("complete"), "off"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let guests = v["guests"].as_array().unwrap();
+    let names: Vec<&str> = guests.iter().map(|g| g["domain"].as_str().unwrap()).collect();
+    assert_eq!(names, ["complete", "none", "off"]);
+    assert_eq!(guests[0]["counters"], "complete");
+    assert_eq!(guests[1]["counters"], "unknown");
+    assert_eq!(guests[1]["reason"], format!("error: internal error: boom reading {}", FakeVirsh::uuid("none")));
+    assert_eq!(guests[2]["counters"], "none");
 }
 
 #[test]

@@ -12,12 +12,21 @@ const EVENTS_CFG: &str = r#"{"enabled_perf_events": ["page_faults", "cpu_clock"]
 /// What apply says about a running guest whose config it changed.
 pub const NEXT_START: &str = "counters start at the next start (boot, restore or migration)";
 
-/// A fake virsh answering from files under its directory, every argv logged as `[a][b]…`.
+/// A fake virsh answering from files under its directory. Like virsh it takes its command as
+/// words (`virsh -c URI dumpxml --domain X`) or as one command string of `;`-separated
+/// commands (`virsh -q -c URI 'echo M; dumpxml --domain X; …'`), split with virsh's quoting
+/// rules (tools/vsh.c: words at blanks, commands at `;` or a newline, `'…'` literal, `"…"` and
+/// `\` escaping, `#` a comment); the commands of a string run in turn whatever fails, and the
+/// exit status is the last one's. Every process's argv is logged in `procs`; every command
+/// (but `echo`) in `log` as `[a][b]…`, after the process's `-c URI`.
 /// Domains live in `dom/UUID/` (`name`, `xml` the persistent config, `live` the live one, `id`
 /// when running) and are looked up by ID, UUID or name as virsh does; the lists hold UUIDs and
-/// print names or (`--uuid`) UUIDs. `define` reads the file it is given (`/dev/stdin` too) and
-/// stores it as the persistent XML of the domain its `<uuid>` names. Also `dominfo`, `domname`,
-/// `dumpxml`, `version`, `uri` and `domstats`; anything else (`perf`) is an unknown command.
+/// print names or (`--uuid`) UUIDs. `define` reads the file it is given (`/dev/stdin`, or a
+/// `/proc/self/fd/N` it inherited, whose link target it records in `define-sources`) and
+/// stores it as the persistent XML of the domain its `<uuid>` names. Also `dominfo`,
+/// `domname`, `dumpxml`, `version`, `uri`, `echo` and `domstats`; anything else (`perf`) is an
+/// unknown command. A `fail-define` or `fail-dumpxml` file in a domain's directory makes that
+/// command fail for it.
 pub struct FakeVirsh {
     pub dir: TempDir,
 }
@@ -28,10 +37,26 @@ impl FakeVirsh {
         let script = format!(
             r#"#!/bin/sh
 F='{}'
-{{ for a in "$@"; do printf '[%s]' "$a"; done; echo; }} >> "$F/log"
-if [ "$1" = -c ]; then shift 2; fi
+nl='
+'
+tab='	'
+{{ for a in "$@"; do printf '[%s]' "$a"; done; echo; }} >> "$F/procs"
+opts=; quiet=
+while :; do
+  case $1 in
+    -c) opts="$opts[-c][$2]"; shift 2;;
+    -q) quiet=1; shift;;
+    *) break;;
+  esac
+done
+
+# One command, in a subshell of its own: its 'exit' ends only it.
+one() (
+words=
+{{ printf '%s' "$opts"; for a in "$@"; do printf '[%s]' "$a"; done; echo; }} > "$F/entry"
 cmd=$1; shift
-dom=; file=; inactive=; all=; transient=; uuid=
+[ "$cmd" = echo ] || cat "$F/entry" >> "$F/log"
+dom=; file=; inactive=; all=; transient=; uuid=; err=
 while [ $# -gt 0 ]; do
   case $1 in
     --domain) dom=$2; shift;;
@@ -40,6 +65,8 @@ while [ $# -gt 0 ]; do
     --all) all=1;;
     --transient) transient=1;;
     --uuid) uuid=1;;
+    --err) err=1;;
+    *) [ "$cmd" = echo ] && words="${{words:+$words }}$1";;
   esac
   shift
 done
@@ -49,6 +76,7 @@ for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/id" 2>/dev/null)" = "$dom"
 [ -z "$d" ] && [ -n "$dom" ] && [ -f "$F/dom/$dom/name" ] && d="$F/dom/$dom"
 if [ -z "$d" ]; then for x in "$F"/dom/*; do [ -n "$dom" ] && [ "$(cat "$x/name" 2>/dev/null)" = "$dom" ] && d=$x; done; fi
 case $cmd in
+  echo) if [ -n "$err" ]; then echo "error: $words" >&2; else printf '%s' "$words"; [ -n "$quiet" ] || echo; fi;;
   version) cat "$F/version";;
   uri) cat "$F/uri";;
   list)
@@ -56,15 +84,17 @@ case $cmd in
     while read -r u; do
       if [ -z "$u" ]; then continue; elif [ -n "$uuid" ]; then echo "$u"; else cat "$F/dom/$u/name"; echo; fi
     done < "$l"
-    echo;;
+    [ -n "$quiet" ] || echo;;
   dominfo|domname|dumpxml)
     if [ -z "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
     case $cmd in
       dominfo) printf 'Id:             %s\nName:           %s\nUUID:           %s\n\n' "$(cat "$d/id" 2>/dev/null || echo -)" "$(cat "$d/name")" "$(basename "$d")";;
-      domname) cat "$d/name"; printf '\n\n';;
-      *) if [ -z "$inactive" ] && [ -e "$d/live" ]; then cat "$d/live"; else cat "$d/xml"; fi;;
+      domname) cat "$d/name"; echo; [ -n "$quiet" ] || echo;;
+      *) if [ -e "$d/fail-dumpxml" ]; then echo "error: internal error: boom reading $(basename "$d")" >&2; exit 1; fi
+         if [ -z "$inactive" ] && [ -e "$d/live" ]; then cat "$d/live"; else cat "$d/xml"; fi;;
     esac;;
   define)
+    case $file in /proc/self/fd/*) readlink "$file" >> "$F/define-sources";; esac
     cat "$file" > "$F/defined.xml"
     u=$(sed -n 's:.*<uuid>\(.*\)</uuid>.*:\1:p' "$F/defined.xml" | head -n 1)
     name=$(sed -n 's:.*<name>\(.*\)</name>.*:\1:p' "$F/defined.xml" | head -n 1)
@@ -78,6 +108,42 @@ case $cmd in
     cat "$F/domstats-$n";;
   *) echo "error: unknown command: '$cmd'" >&2; exit 1;;
 esac
+)
+
+# A command string, split as virsh splits it; each command runs once its end is reached.
+run_string() {{
+  s=$1; tok=; have=; q=; st=0
+  set --
+  while :; do
+    if [ -z "$s" ]; then c=; else r=${{s#?}}; c=${{s%"$r"}}; s=$r; fi
+    if [ -n "$q" ] && [ -n "$c" ]; then
+      case $q$c in
+        "s'"|'d"') q=;;
+        'd\') r=${{s#?}}; tok=$tok${{s%"$r"}}; s=$r;;
+        *) tok=$tok$c;;
+      esac
+      continue
+    fi
+    if [ "$c" = '#' ] && [ -z "$have" ]; then
+      case $s in *"$nl"*) s=${{s#*"$nl"}};; *) s=;; esac
+      c=';'
+    fi
+    case $c in
+      "'") q=s; have=1;;
+      '"') q=d; have=1;;
+      '\') r=${{s#?}}; tok=$tok${{s%"$r"}}; s=$r; have=1;;
+      ' '|"$tab") if [ -n "$have" ]; then set -- "$@" "$tok"; tok=; have=; fi;;
+      ';'|"$nl"|'')
+        if [ -n "$have" ]; then set -- "$@" "$tok"; tok=; have=; fi
+        if [ $# -gt 0 ]; then one "$@"; st=$?; fi
+        set --
+        [ -z "$c" ] && return $st;;
+      *) tok=$tok$c; have=1;;
+    esac
+  done
+}}
+
+if [ $# -eq 1 ]; then run_string "$1"; else one "$@"; fi
 "#,
             dir.path().display()
         );
@@ -87,6 +153,7 @@ esac
         dir.write("list-active", "\n");
         dir.write("list-transient", "\n");
         dir.write("log", "");
+        dir.write("procs", "");
         FakeVirsh { dir }
     }
 
@@ -106,7 +173,7 @@ esac
         format!("<domain type='kvm'>\n  <name>{name}</name>\n  <uuid>{}</uuid>\n{perf}  <devices/>\n</domain>\n", FakeVirsh::uuid(name))
     }
 
-    fn path(&self, name: &str, file: &str) -> std::path::PathBuf {
+    pub fn path(&self, name: &str, file: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("dom/{}/{file}", FakeVirsh::uuid(name)))
     }
 
@@ -153,6 +220,16 @@ esac
 
     pub fn log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap().lines().map(str::to_string).collect()
+    }
+
+    /// The argv of every virsh process started, one line each.
+    pub fn procs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("procs")).unwrap().lines().map(str::to_string).collect()
+    }
+
+    /// What each `define --file /proc/self/fd/N` read: the target of that link.
+    fn define_sources(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("define-sources")).unwrap_or_default().lines().map(str::to_string).collect()
     }
 
     fn define_calls(&self) -> Vec<String> {
@@ -203,7 +280,13 @@ pub fn table_row(out: &Output, name: &str, columns: &[&str]) -> Vec<String> {
     panic!("no row for '{name}' in:\n{text}");
 }
 
-const WEIRD: [&str; 4] = ["-x", "a;rm -rf /", "with space", "--config"];
+/// Names that mean something to a shell or to virsh's command-string syntax.
+const WEIRD: [&str; 9] = ["-x", "a;rm -rf /", "with space", "--config", "it's", "#hash", "back\\slash", "dq\"x; echo", "tab\tx"];
+
+/// A name as the table shows it (control characters escaped).
+fn shown(name: &str) -> String {
+    name.replace('\t', "\\t").replace('\r', "\\r").replace('\n', "\\n")
+}
 
 /// The fake host of the core scenario: every kind of guest, in `--all` order.
 fn mixed() -> FakeVirsh {
@@ -245,7 +328,7 @@ fn apply_mixed_guests_respect() {
     assert!(detail.contains("not selected"), "{detail}");
     assert_eq!(row(&out, "broken"), ("failed".into(), "defining the new config failed: error: operation failed: boom".into()));
     for n in WEIRD {
-        assert_eq!(row(&out, n), added_both, "{n}");
+        assert_eq!(row(&out, &shown(n)), added_both, "{n}");
     }
     // The persistent XML was rewritten and defined back: the events added, nothing else changed.
     assert_eq!(f.persistent("partial"), FakeVirsh::xml("partial", &perf(&[("page_faults", "yes"), ("cpu_clock", "yes")])));
@@ -273,11 +356,100 @@ fn apply_mixed_guests_respect() {
     // The pinned version means no `virsh version`; --all means one `list --all --uuid`, and one
     // `list --uuid` and one `list --transient --uuid` tell the running and transient guests.
     assert_eq!(log[..3], ["[list][--all][--uuid]", "[list][--uuid]", "[list][--transient][--uuid]"]);
-    // broken, no-perf, partial, said-no and the weird names: the loop went on past the failure.
-    // Each new config goes to virsh on its stdin, never through a file.
+    // broken, no-perf, partial, said-no and the weird names: the batch went on past the failure.
+    // Each new config reaches virsh as a memfd it inherited, never through a file others see.
     let defines = f.define_calls();
     assert_eq!(defines.len(), 4 + WEIRD.len(), "{defines:?}");
-    assert!(defines.iter().all(|d| d == "[define][--file][/dev/stdin]"), "{defines:?}");
+    assert!(defines.iter().all(|d| d.starts_with("[define][--file][/proc/self/fd/")), "{defines:?}");
+    let sources = f.define_sources();
+    assert_eq!(sources.len(), defines.len(), "{sources:?}");
+    assert!(sources.iter().all(|s| s.starts_with("/memfd:virt-perf-hook")), "{sources:?}");
+    // One virsh per phase, whatever the number of guests: lists, names, configs, defines.
+    assert_procs(&f, 4);
+}
+
+/// `f` ran `n` virsh processes, each with one command string (`-q` and the string).
+fn assert_procs(f: &FakeVirsh, n: usize) {
+    let procs = f.procs();
+    assert_eq!(procs.len(), n, "{procs:#?}");
+    assert!(procs.iter().all(|p| p.starts_with("[-q][echo --err vph")), "{procs:#?}");
+}
+
+/// A guest that fails in the middle of a batch (its config cannot be read, or its define
+/// fails) fails alone: the guests before and after it in the same virsh are done.
+#[test]
+fn apply_one_failure_in_a_batch_is_that_guest_only() {
+    let f = FakeVirsh::new("fake-midbatch");
+    let names = ["g1", "g2", "unreadable", "g4", "undefinable", "g6"];
+    for n in names {
+        f.domain(n, "");
+    }
+    std::fs::write(f.path("unreadable", "fail-dumpxml"), "").unwrap();
+    f.fail_define("undefinable");
+    f.lists(&names, &[]);
+    let out = f.apply(EVENTS_CFG, &["--all"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let changed = ("changed".to_string(), "added cpu_clock,page_faults".to_string());
+    for n in ["g1", "g2", "g4", "g6"] {
+        assert_eq!(row(&out, n), changed, "{n}: {}", stdout(&out));
+        assert!(f.persistent(n).contains("page_faults"), "{n}");
+    }
+    let u = FakeVirsh::uuid("unreadable");
+    assert_eq!(row(&out, "unreadable"), ("failed".into(), format!("error: internal error: boom reading {u}")));
+    assert_eq!(row(&out, "undefinable"), ("failed".into(), "defining the new config failed: error: operation failed: boom".into()));
+    assert_eq!(f.persistent("undefinable"), FakeVirsh::xml("undefinable", ""));
+    // The rows keep the order of `list --all`.
+    let order: Vec<String> = stdout(&out).lines().skip(1).map(|l| l.split(' ').next().unwrap().to_string()).collect();
+    assert_eq!(order, names);
+    assert!(stderr(&out).contains("2 of 6 domain(s) failed"), "{}", stderr(&out));
+    assert_procs(&f, 4);
+}
+
+/// virsh dying in the middle of a batch fails the guest it was on and those it never reached,
+/// each with its own row; the guests it had done keep theirs.
+#[test]
+fn apply_virsh_dying_mid_batch() {
+    let f = FakeVirsh::new("fake-dies");
+    let names = ["a1", "a2", "killer", "a4"];
+    for n in names {
+        f.domain(n, "");
+    }
+    f.lists(&names, &[]);
+    // The fake kills its own process while reading this guest's config.
+    let script = std::fs::read_to_string(f.dir.path().join("virsh")).unwrap();
+    let trap = format!("cmd=$1; shift\n[ \"$*\" = '--inactive --security-info --domain {}' ] && kill -KILL $$\n", FakeVirsh::uuid("killer"));
+    f.dir.write_exec("virsh", &script.replacen("cmd=$1; shift\n", &trap, 1));
+    let out = f.apply(EVENTS_CFG, &["--all"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "a1").0, "changed", "{}", stdout(&out));
+    assert_eq!(row(&out, "a2").0, "changed", "{}", stdout(&out));
+    assert_eq!(row(&out, "killer"), ("failed".into(), "virsh ended while running it".into()));
+    assert_eq!(row(&out, "a4"), ("failed".into(), "virsh was killed by a signal before running it".into()));
+    assert!(f.persistent("a1").contains("page_faults") && !f.persistent("a4").contains("page_faults"));
+}
+
+/// Named targets travel inside virsh's command string, quoted for its tokenizer: each reaches
+/// virsh as the one word it was (the fake splits the string as virsh does; the real virsh is
+/// checked in `apply_named_targets_with_odd_names_on_the_test_driver`).
+#[test]
+fn apply_named_targets_are_quoted_for_virsh() {
+    let f = mixed();
+    let mut args = vec!["--"];
+    args.extend(WEIRD);
+    args.push("ghost'; define --file /etc/passwd; echo '");
+    let out = f.apply(EVENTS_CFG, &args);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let log = f.log();
+    for n in WEIRD {
+        assert!(log.contains(&format!("[dominfo][--domain][{n}]")), "{n}: {log:#?}");
+        assert_eq!(row(&out, &shown(n)).0, "changed", "{n}: {}", stdout(&out));
+    }
+    let ghost = "ghost'; define --file /etc/passwd; echo '";
+    assert!(log.contains(&format!("[dominfo][--domain][{ghost}]")), "{log:#?}");
+    assert!(row(&out, ghost).1.contains("failed to get domain"), "{}", stdout(&out));
+    assert!(log.iter().all(|l| !l.contains("/etc/passwd]")), "{log:#?}");
+    assert_eq!(f.define_calls().len(), WEIRD.len());
+    assert_procs(&f, 4);
 }
 
 #[test]
@@ -839,6 +1011,111 @@ fn apply_by_uuid_or_id_is_the_named_guest() {
     assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
 }
 
+/// Names that mean something to virsh's command-string syntax or a shell, as XML text (a test
+/// node file) and as given on a command line.
+pub const ODD_NAMES: [(&str, &str); 12] = [
+    ("vph odd space", "vph odd space"),
+    ("vph-odd-it&apos;s", "vph-odd-it's"),
+    ("vph-odd-dq&quot;x", "vph-odd-dq\"x"),
+    ("vph-odd-semi;undefine x", "vph-odd-semi;undefine x"),
+    ("#vph-odd-hash", "#vph-odd-hash"),
+    ("vph-odd-back\\slash\\", "vph-odd-back\\slash\\"),
+    ("vph-odd-cr&#13;", "vph-odd-cr\r"),
+    ("vph-odd-tab&#9;x", "vph-odd-tab\tx"),
+    ("-vph-odd-dash", "-vph-odd-dash"),
+    ("--vph-odd-option", "--vph-odd-option"),
+    ("vph-odd-$(id)`id`", "vph-odd-$(id)`id`"),
+    ("vph-odd-&amp;&lt;&gt;", "vph-odd-&<>"),
+];
+
+/// A DOMAIN that is no guest and would be two commands if its newline or `;` got through.
+const GHOST: &str = "vph-ghost\nundefine --domain vph odd space; echo '";
+
+/// A `$VIRSH` that runs the real virsh and, when the command string it is given defines
+/// guests, appends `dumpxml --inactive` of `uuids` to it (the test driver keeps what a define
+/// did only within its process) and keeps what that printed in `DIR/after-define`.
+fn dump_after_define(dir: &TempDir, uuids: &[String]) -> String {
+    let d = dir.path().display();
+    let extra: String = uuids.iter().map(|u| format!("; echo --err vph-after; dumpxml --inactive --domain {u}")).collect();
+    let script = format!(
+        r#"#!/bin/sh
+n=$#; i=0; add=
+for a in "$@"; do
+  i=$((i + 1))
+  case $i:$a in "$n:"*'define --file'*) a="$a{extra}"; add=1;; esac
+  set -- "$@" "$a"
+done
+shift $n
+virsh "$@" > '{d}/out'; st=$?
+cat '{d}/out'
+[ -z "$add" ] || cat '{d}/out' >> '{d}/after-define'
+exit $st
+"#
+    );
+    dir.write_exec("virsh-dump-after-define", &script).to_str().unwrap().to_string()
+}
+
+/// Odd names on the real virsh (test driver): `--all` (by UUID) and every name given as a
+/// DOMAIN (quoted into the command string) find their guest, and the new configs reach
+/// libvirt with the events and the name intact.
+#[test]
+fn apply_named_targets_with_odd_names_on_the_test_driver() {
+    if !have("virsh") {
+        skip!("virsh not installed (apt-get install libvirt-clients)");
+    }
+    let root = TempDir::with_config("apply-odd", EVENTS_CFG);
+    let uuid = |i: usize| format!("11111111-2222-4333-8444-5555555556{i:02}");
+    // Shut off (test:runstate 5): a running guest's persistent config is a reformatted copy
+    // in which libvirt turns the '\r' into a '\n'.
+    let doms: String = ODD_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, (xml, _))| {
+            format!(
+                "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'><name>{xml}</name>\
+                 <uuid>{}</uuid><memory unit='MiB'>64</memory><os><type>hvm</type></os><test:runstate>5</test:runstate></domain>\n",
+                uuid(i)
+            )
+        })
+        .collect();
+    let node = root.write("node.xml", &format!("<node>\n{doms}</node>\n"));
+    let uri = format!("test://{}", node.display());
+    let uuids: Vec<String> = (0..ODD_NAMES.len()).map(uuid).collect();
+    let wrapper = dump_after_define(&root, &uuids);
+    let env = [("VIRSH", wrapper.as_str())];
+    let names: Vec<&str> = ODD_NAMES.iter().map(|(_, n)| *n).collect();
+    let changed = ("changed".to_string(), "added cpu_clock,page_faults".to_string());
+    for by_name in [false, true] {
+        let _ = std::fs::remove_file(root.path().join("after-define"));
+        let mut args = vec!["apply", "--connect", &uri];
+        if by_name {
+            args.push("--");
+            args.extend(&names);
+            args.push(GHOST);
+        } else {
+            args.push("--all");
+        }
+        let out = run_with(root.path(), &args, "", &env);
+        assert_eq!(out.status.code(), Some(i32::from(by_name)), "by name: {by_name}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(stdout(&out).lines().count(), 1 + names.len() + usize::from(by_name), "{}", stdout(&out));
+        if by_name {
+            // One word: virsh looked up the whole of it (its message shows the newline as a space).
+            let ghost = "error: failed to get domain 'vph-ghost undefine --domain vph odd space; echo ''";
+            assert_eq!(row(&out, &shown(GHOST)), ("failed".into(), ghost.into()), "{}", stdout(&out));
+        }
+        for n in &names {
+            assert_eq!(row(&out, &shown(n)), changed, "by name: {by_name}: {n:?}: {}", stdout(&out));
+        }
+        let after = std::fs::read_to_string(root.path().join("after-define")).unwrap();
+        // By UUID: a define under another name would have been refused (the UUID is taken).
+        for (u, n) in uuids.iter().zip(&names) {
+            let dumped = after.split("vph-after").find(|d| d.contains(&format!("<uuid>{u}</uuid>")));
+            let dumped = dumped.unwrap_or_else(|| panic!("{n:?} not dumped:\n{after}"));
+            assert!(dumped.contains("<event name='page_faults' enabled='yes'/>"), "{n:?}: {dumped}");
+        }
+    }
+}
+
 /// Any name libvirt lists works, including one ending in a carriage return (libvirt accepts
 /// `<name>x&#13;</name>`), and a name that reads as another guest's ID.
 #[test]
@@ -968,4 +1245,142 @@ fn dash_c_with_a_uri_is_explained() {
     assert!(f.log().iter().all(|l| l.starts_with("[-c][test:///default]")), "{:?}", f.log());
     let help = stdout(&run_in(root.path(), &["--help"], ""));
     assert!(help.contains("define [-C|--connect URI]") && help.contains("apply [-C|--connect URI]"), "{help}");
+}
+
+/// A sweep over ~20 guests on a running libvirtd at `uri` (the e2e test owns the daemon): odd
+/// names ([`ODD_NAMES`]) and plain ones, `--all` and by name, dry run, apply, a second apply
+/// with nothing left to do, `status`; then a guest undefined in the middle of the run fails
+/// alone. Guests are defined with fixed UUIDs, never started, and undefined afterwards (also
+/// on failure).
+#[allow(dead_code)]
+pub fn real_libvirtd_sweep(uri: &str) {
+    let root = TempDir::with_config(
+        "sweep",
+        r#"{"enabled_perf_events": ["page_faults", "cpu_clock"], "libvirt_version": "9.0.0", "host_probe": false,
+            "domains": {"include": ["*vph*odd*", "vph-sweep-*"]}}"#,
+    );
+    let cfg = root.path().join("etc/virt-perf-hook/config.json");
+    let cfg = cfg.to_str().unwrap();
+    let uuid = |i: usize| format!("5eeb0000-0000-4000-8000-0000000000{i:02}");
+    let mut guests: Vec<(String, String)> = ODD_NAMES.iter().map(|(x, n)| (x.to_string(), n.to_string())).collect();
+    guests.extend((0..8).map(|i| (format!("vph-sweep-{i}"), format!("vph-sweep-{i}"))));
+    let uuids: Vec<String> = (0..guests.len()).map(uuid).collect();
+    struct Cleanup<'a>(&'a str, Vec<String>);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for u in &self.1 {
+                let _ = Command::new("virsh").args(["-q", "-c", self.0, "undefine", "--domain", u]).output();
+            }
+        }
+    }
+    drop(Cleanup(uri, uuids.clone())); // leftovers of an earlier run
+    let _cleanup = Cleanup(uri, uuids.clone());
+    let virsh = |args: &[&str]| Command::new("virsh").args(["-q", "-c", uri]).args(args).output().unwrap();
+    let define = |i: usize, perf: &str| {
+        let xml = format!(
+            "<domain type='qemu'><name>{}</name><uuid>{}</uuid><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os>{perf}<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+             <graphics type='vnc' autoport='yes' passwd='s3cret'/></devices></domain>",
+            guests[i].0,
+            uuid(i)
+        );
+        let f = root.write(&format!("sweep-{i}.xml"), &xml);
+        let out = virsh(&["define", "--file", f.to_str().unwrap()]);
+        assert!(out.status.success(), "virsh define {:?}: {}", guests[i].1, stderr(&out));
+    };
+    let has = "<perf><event name='cpu_clock' enabled='yes'/><event name='page_faults' enabled='yes'/></perf>";
+    for i in 0..guests.len() {
+        define(i, if i >= guests.len() - 2 { has } else { "" });
+    }
+    let persistent = |i: usize| stdout(&virsh(&["dumpxml", "--inactive", "--security-info", "--domain", &uuid(i)]));
+    let tool = |args: &[&str], env: &[(&str, &str)]| {
+        let mut argv = vec!["--config", cfg, "--connect", uri];
+        argv.extend_from_slice(args);
+        run_with(root.path(), &argv, "", env)
+    };
+    let names: Vec<&str> = guests.iter().map(|(_, n)| n.as_str()).collect();
+    let fresh = guests.len() - 2;
+    let check = |out: &Output, changed: &str, what: &str| {
+        assert_eq!(out.status.code(), Some(0), "{what}: {}{}", stdout(out), stderr(out));
+        for (i, n) in names.iter().enumerate() {
+            let (res, detail) = row(out, &shown(n));
+            let want = if i < fresh { (changed, "added cpu_clock,page_faults") } else { ("ok", "has cpu_clock,page_faults") };
+            assert_eq!((res.as_str(), detail.as_str()), want, "{what}: {n:?}:\n{}", stdout(out));
+        }
+    };
+
+    // Dry run (all, then by name): nothing changes.
+    check(&tool(&["apply", "--all", "--dry-run"], &[]), "would change", "--all --dry-run");
+    let mut by_name = vec!["apply", "--dry-run", "--"];
+    by_name.extend(&names);
+    check(&tool(&by_name, &[]), "would change", "by name --dry-run");
+    assert!(!persistent(0).contains("<perf>"), "the dry run changed a guest");
+
+    // Apply: every guest gets the events, with its name, its password and the rest intact.
+    check(&tool(&["apply", "--all"], &[]), "changed", "--all");
+    for i in 0..guests.len() {
+        let xml = persistent(i);
+        assert!(xml.contains("<event name='cpu_clock' enabled='yes'/>") && xml.contains("<event name='page_faults' enabled='yes'/>"), "{:?}:\n{xml}", names[i]);
+        assert!(xml.contains("passwd='s3cret'"), "{:?}: the VNC password was lost:\n{xml}", names[i]);
+    }
+    // Again, by name: nothing left to do.
+    let mut by_name = vec!["apply", "--"];
+    by_name.extend(&names);
+    let out = tool(&by_name, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    for n in &names {
+        assert_eq!(row(&out, &shown(n)), ("ok".into(), "has cpu_clock,page_faults".into()), "{n:?}");
+    }
+
+    // status: each guest under its exact name.
+    let out = tool(&["status", "--all", "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    for (i, n) in names.iter().enumerate() {
+        let g = v["guests"].as_array().unwrap().iter().find(|g| g["uuid"] == uuid(i).as_str()).unwrap_or_else(|| panic!("{n:?}: {v}"));
+        assert_eq!(g["domain"], *n);
+        assert_eq!(g["config_events"], serde_json::json!(["cpu_clock", "page_faults"]), "{n:?}");
+        assert_eq!(g["counters"], "none");
+    }
+
+    // A guest undefined in the middle of the run: after the lists and names, just before its
+    // config is read (a $VIRSH that undefines it, then hands the batch to virsh). It fails
+    // alone; the others are done.
+    for i in 0..fresh {
+        define(i, "");
+    }
+    let victim = 3;
+    let d = root.path().display();
+    let wrapper = root.write_exec(
+        "virsh-undefine-midway",
+        &format!(
+            "#!/bin/sh\nfor a in \"$@\"; do last=$a; done\n\
+             case $last in *'dumpxml --inactive'*) [ -e '{d}/undefined' ] || {{ virsh -q -c '{uri}' undefine --domain {u} >/dev/null && : > '{d}/undefined'; }};; esac\n\
+             exec virsh \"$@\"\n",
+            u = uuid(victim)
+        ),
+    );
+    let env = [("VIRSH", wrapper.to_str().unwrap())];
+    let out = tool(&["apply", "--all"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(root.path().join("undefined").exists(), "the wrapper did not undefine the guest");
+    let (res, detail) = row(&out, &shown(names[victim]));
+    assert_eq!(res, "failed", "{}", stdout(&out));
+    assert!(detail.contains(&format!("failed to get domain '{}'", uuid(victim))), "{detail}");
+    for (i, n) in names.iter().enumerate().filter(|(i, _)| *i != victim) {
+        let want = if i < fresh { "changed" } else { "ok" };
+        assert_eq!(row(&out, &shown(n)).0, want, "{n:?}:\n{}", stdout(&out));
+        assert!(persistent(i).contains("<event name='page_faults' enabled='yes'/>"), "{n:?}");
+    }
+    assert!(stderr(&out).contains(&format!("1 of {} domain(s) failed", guests.len())), "{}", stderr(&out));
+
+    // status too: the guest undefined before its config is read is a row saying so.
+    std::fs::remove_file(root.path().join("undefined")).unwrap();
+    define(victim, "");
+    let out = tool(&["status", "--all", "--json"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let gone = v["guests"].as_array().unwrap().iter().find(|g| g["domain"] == uuid(victim).as_str()).unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(gone["counters"], "unknown");
+    assert!(gone["reason"].as_str().unwrap().contains("failed to get domain"), "{gone}");
+    assert_eq!(v["guests"].as_array().unwrap().len(), guests.len(), "{v}");
 }
