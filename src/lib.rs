@@ -10,9 +10,9 @@
 //!   anything outside the tool.
 
 pub mod cli;
-pub mod cmd;
+pub(crate) mod cmd;
 pub mod core;
-pub mod host;
-pub mod support;
+pub(crate) mod host;
+pub(crate) mod support;
 
 pub use support::error::{Error, Result};

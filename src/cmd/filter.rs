@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use super::{read_input, Ctx};
-use crate::core::config::{printable, Config, Unsupported};
+use crate::core::config::{Config, Unsupported};
+use crate::support::text::printable;
 use crate::core::diff;
 use crate::core::rewrite::{Document, Outcome, Removals};
 use crate::host::plan::{self, Plan, Target, Unusable};

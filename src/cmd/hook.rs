@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cmd::{config_path, filter, read_input};
-use crate::core::config::{printable, Config, OnError};
+use crate::core::config::{Config, OnError};
+use crate::support::text::printable;
 use crate::host::plan;
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;

@@ -13,6 +13,7 @@ use crate::host::{Finding, Status};
 use crate::host::plan::{self, Assessment, CacheState, Mode};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
+use crate::support::text::table;
 
 /// The config, or the defaults with a warning (silenced by `-q`): `events` and `refresh` are
 /// useful before any config exists (packaging runs `refresh` at install time).
@@ -77,7 +78,7 @@ pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
         return Ok(exit::OK);
     }
     println!("libvirt {} ({})", a.detected.version.map_or("unknown".to_string(), |v| v.to_string()), a.detected.describe());
-    let table: Vec<[String; 5]> = rows
+    let cells: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
             let host = match &r.host_reason {
@@ -88,21 +89,7 @@ pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
             [r.name.to_string(), r.since.to_string(), libvirt.to_string(), yes_no(r.configured).to_string(), host]
         })
         .collect();
-    let header = ["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"].map(String::from);
-    let mut widths = [0usize; 4];
-    for row in std::iter::once(&header).chain(&table) {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&table) {
-        let mut line = String::new();
-        for (w, cell) in widths.iter().zip(row.iter()) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        line.push_str(&row[4]);
-        println!("{line}");
-    }
+    print!("{}", table(["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"], &cells));
     Ok(exit::OK)
 }
 

@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cmd::batch::{call, Call, Reply};
-use crate::cmd::virsh::{dedup, render_columns, write_stdout, Virsh};
+use crate::cmd::virsh::{dedup, write_stdout, Virsh};
+use crate::support::text::table;
 use crate::cmd::{filter, Ctx};
 use crate::core::config::Config;
 use crate::core::rewrite::Document;
@@ -404,7 +405,7 @@ fn render(guests: &[Guest], skipped: &[String]) -> String {
         let why = "not selected by the config's domains include/exclude".to_string();
         rows.push([name.clone(), "skipped".into(), dash(), dash(), dash(), dash(), why]);
     }
-    render_columns(["DOMAIN", "STATE", "CONFIG", "LIVE", "COUNTERS", "AT RISK", "DETAIL"], &rows)
+    table(["DOMAIN", "STATE", "CONFIG", "LIVE", "COUNTERS", "AT RISK", "DETAIL"], &rows)
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 
 use crate::cmd::batch::{call, Call, MemFile, Reply};
 use crate::cmd::{filter, read_input, Ctx};
-use crate::core::config::{printable, Config};
+use crate::core::config::{Config};
+use crate::support::text::{printable, table};
 use crate::core::rewrite::Document;
 use crate::core::version::Version;
 use crate::host::plan::{self, Dropped, Plan, Reported, Target};
@@ -132,7 +133,7 @@ pub fn apply(ctx: &Ctx, o: &ApplyOpts) -> Result<i32> {
         row.log(log::Level::Info);
     }
     write_stdout(&render_table(&rows))?;
-    let failed = rows.iter().filter(|r| r.result == Outcome::Failed).count();
+    let failed = rows.iter().filter(|r| r.result == Verdict::Failed).count();
     if failed > 0 {
         log::warn!("{failed} of {} domain(s) failed; see the table", rows.len());
         return Ok(exit::FAILURE);
@@ -168,12 +169,12 @@ pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targe
     let mut slots: Vec<Slot> = Vec::with_capacity(found.guests.len());
     for (label, looked_up) in found.guests {
         slots.push(match looked_up {
-            Err(msg) => Slot::Done(Row { domain: label, result: Outcome::Failed, detail: msg }),
+            Err(msg) => Slot::Done(Row { domain: label, result: Verdict::Failed, detail: msg }),
             Ok(g) if found.transient.contains(&g.uuid) => {
                 let detail = "transient: it has no persistent config to change".to_string();
-                Slot::Done(Row { domain: g.name, result: Outcome::Skipped, detail })
+                Slot::Done(Row { domain: g.name, result: Verdict::Skipped, detail })
             }
-            Ok(g) if !cfg.domains.selects(&g.name) => Slot::Done(Row { domain: g.name, result: Outcome::Skipped, detail: NOT_SELECTED.into() }),
+            Ok(g) if !cfg.domains.selects(&g.name) => Slot::Done(Row { domain: g.name, result: Verdict::Skipped, detail: NOT_SELECTED.into() }),
             Ok(g) => Slot::Pending(g),
         });
     }
@@ -186,7 +187,7 @@ pub(crate) fn apply_rows(ctx: &Ctx, cfg: &Config, virsh: &Virsh, targets: &Targe
         .map(|s| match s {
             Slot::Done(row) => row,
             // Every pending guest got its row in its round.
-            Slot::Pending(g) => Row { domain: g.name, result: Outcome::Failed, detail: "not handled".into() },
+            Slot::Pending(g) => Row { domain: g.name, result: Verdict::Failed, detail: "not handled".into() },
         })
         .collect();
     Ok(rows)
@@ -319,14 +320,14 @@ fn apply_round(
         let row = |result, detail: String| Slot::Done(Row { domain: g.name.clone(), result, detail });
         slots[slot] = match rewrite_config(cfg, plan, &g, &reply, active.contains(&g.uuid)) {
             Err(done) => Slot::Done(done),
-            Ok(Change::None(detail)) => row(Outcome::Ok, detail),
-            Ok(Change::New(detail, _)) if dry_run => row(Outcome::WouldChange, detail),
+            Ok(Change::None(detail)) => row(Verdict::Ok, detail),
+            Ok(Change::New(detail, _)) if dry_run => row(Verdict::WouldChange, detail),
             Ok(Change::New(detail, xml)) => match MemFile::new("virt-perf-hook-domain.xml", xml.as_bytes()) {
                 Ok(new) => {
                     defines.push(Define { slot, detail, new });
                     Slot::Pending(g)
                 }
-                Err(e) => row(Outcome::Failed, format!("cannot hold its new config in memory (memfd_create): {e}")),
+                Err(e) => row(Verdict::Failed, format!("cannot hold its new config in memory (memfd_create): {e}")),
             },
         };
         Ok(())
@@ -345,8 +346,8 @@ fn apply_round(
     for (d, res) in defines.into_iter().zip(results) {
         let g = guest(slots, d.slot);
         slots[d.slot] = Slot::Done(match res {
-            Ok(()) => Row { domain: g.name, result: Outcome::Changed, detail: d.detail },
-            Err(msg) => Row { domain: g.name, result: Outcome::Failed, detail: format!("defining the new config failed: {msg}") },
+            Ok(()) => Row { domain: g.name, result: Verdict::Changed, detail: d.detail },
+            Err(msg) => Row { domain: g.name, result: Verdict::Failed, detail: format!("defining the new config failed: {msg}") },
         });
     }
     Ok(())
@@ -365,16 +366,16 @@ enum Change {
 fn rewrite_config(cfg: &Config, plan: &Plan, guest: &Guest, xml: &Reply, running: bool) -> std::result::Result<Change, Row> {
     let row = |result, detail: String| Row { domain: guest.name.clone(), result, detail };
     if xml.failed() || xml.stdout.trim().is_empty() {
-        return Err(row(Outcome::Failed, xml.message()));
+        return Err(row(Verdict::Failed, xml.message()));
     }
     let filtered =
         Document::parse(&xml.stdout).and_then(|doc| filter::rewrite_planned(cfg, plan.clone(), &doc, guest.name.clone()));
     let (filtered, outcome) = match filtered {
         Ok(f) => match f.outcome.clone() {
             Some(o) => (f, o),
-            None => return Err(row(Outcome::Skipped, NOT_SELECTED.into())),
+            None => return Err(row(Verdict::Skipped, NOT_SELECTED.into())),
         },
-        Err(e) => return Err(row(Outcome::Failed, format!("cannot read its XML: {e}"))),
+        Err(e) => return Err(row(Verdict::Failed, format!("cannot read its XML: {e}"))),
     };
     let Some(new) = outcome.xml.as_deref() else {
         let has: Vec<&str> = plan.add.iter().copied().filter(|e| !outcome.kept_disabled.contains(e)).collect();
@@ -414,8 +415,9 @@ pub fn is_remote_uri(uri: &str) -> bool {
     }
 }
 
+/// What `apply` did to one guest: the RESULT column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Verdict {
     Ok,
     Changed,
     WouldChange,
@@ -423,14 +425,14 @@ pub enum Outcome {
     Failed,
 }
 
-impl Outcome {
+impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Changed => "changed",
-            Outcome::WouldChange => "would change",
-            Outcome::Skipped => "skipped",
-            Outcome::Failed => "failed",
+            Verdict::Ok => "ok",
+            Verdict::Changed => "changed",
+            Verdict::WouldChange => "would change",
+            Verdict::Skipped => "skipped",
+            Verdict::Failed => "failed",
         }
     }
 }
@@ -438,7 +440,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub domain: String,
-    pub result: Outcome,
+    pub result: Verdict,
     pub detail: String,
 }
 
@@ -447,7 +449,7 @@ impl Row {
     pub fn log(&self, level: log::Level) {
         let name = printable(&self.domain);
         match self.result {
-            Outcome::Failed => log::warn!("domain '{name}': {}", self.detail),
+            Verdict::Failed => log::warn!("domain '{name}': {}", self.detail),
             _ => log::log!(level, "domain '{name}': {} ({})", self.result.as_str(), self.detail),
         }
     }
@@ -500,33 +502,7 @@ pub(crate) fn dedup(names: &[String]) -> Vec<String> {
 pub fn render_table(rows: &[Row]) -> String {
     let cells: Vec<[String; 3]> =
         rows.iter().map(|r| [r.domain.clone(), r.result.as_str().to_string(), r.detail.clone()]).collect();
-    render_columns(["DOMAIN", "RESULT", "DETAIL"], &cells)
-}
-
-/// A table: columns padded to the widest cell as shown on screen (a CJK character takes two
-/// columns), the last one not padded, control characters in cells escaped (names come from
-/// guests).
-pub fn render_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    use unicode_width::UnicodeWidthStr;
-    let cells: Vec<[String; N]> = std::iter::once(header.map(String::from))
-        .chain(rows.iter().map(|r| r.clone().map(|c| printable(&c))))
-        .collect();
-    let widths: Vec<usize> = (0..N).map(|i| cells.iter().map(|c| c[i].width()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in &cells {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < N {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(widths[i].saturating_sub(cell.width()) + 2));
-            } else {
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    table(["DOMAIN", "RESULT", "DETAIL"], &cells)
 }
 
 /// Why `virsh version --daemon` gave no version: its error, or (when it succeeded) that its
@@ -814,8 +790,8 @@ mod tests {
     fn names_and_table() {
         assert_eq!(parse_list("a b\n-x\n\na b\ncr\r\n\n"), vec!["a b".to_string(), "-x".to_string(), "cr\r".to_string()]);
         let rows = vec![
-            Row { domain: "vm1".into(), result: Outcome::Changed, detail: "enabled page_faults (config)".into() },
-            Row { domain: "a\nb".into(), result: Outcome::Skipped, detail: String::new() },
+            Row { domain: "vm1".into(), result: Verdict::Changed, detail: "enabled page_faults (config)".into() },
+            Row { domain: "a\nb".into(), result: Verdict::Skipped, detail: String::new() },
         ];
         assert_eq!(
             render_table(&rows),
@@ -827,8 +803,8 @@ mod tests {
     #[test]
     fn table_aligns_wide_names() {
         let rows = vec![
-            Row { domain: "虚拟机".into(), result: Outcome::Ok, detail: "has page_faults".into() },
-            Row { domain: "vm".into(), result: Outcome::Ok, detail: "has page_faults".into() },
+            Row { domain: "虚拟机".into(), result: Verdict::Ok, detail: "has page_faults".into() },
+            Row { domain: "vm".into(), result: Verdict::Ok, detail: "has page_faults".into() },
         ];
         assert_eq!(
             render_table(&rows),

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cmd::virsh::{apply_rows, Outcome, Targets, Virsh};
+use crate::cmd::virsh::{apply_rows, Targets, Verdict, Virsh};
 use crate::cmd::Ctx;
-use crate::core::config::{printable, Config};
+use crate::core::config::{Config};
+use crate::support::text::printable;
 use crate::core::rewrite::Document;
 use crate::host::plan;
 use crate::support::error::{exit, one_line, Error, Result};
@@ -105,7 +106,7 @@ impl Sweeper<'_> {
     fn apply(&mut self, targets: &Targets) -> Result<()> {
         let rows = apply_rows(self.ctx, &self.cfg, &self.virsh, targets, false)?;
         // Only what changed, or failed: a sweep of a thousand settled guests logs nothing.
-        for row in rows.iter().filter(|r| matches!(r.result, Outcome::Changed | Outcome::Failed)) {
+        for row in rows.iter().filter(|r| matches!(r.result, Verdict::Changed | Verdict::Failed)) {
             row.log(log::Level::Info);
         }
         Ok(())

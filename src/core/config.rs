@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::core::events;
 use crate::core::rewrite::Existing;
 use crate::core::version::Version;
-use crate::support::text::closest;
 use crate::support::error::{Error, Result};
+use crate::support::text::{closest, printable};
 
 /// Config files are small; anything larger is a mistake (wrong file), not a config.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -337,12 +337,6 @@ fn unknown_key(key: &str, known: &[&str], prefix: &str) -> String {
         Some(k) => format!("unknown key '{prefix}{shown}'; did you mean '{prefix}{k}'?"),
         None => format!("unknown key '{prefix}{shown}'; known keys: {}", known.join(", ")),
     }
-}
-
-/// `s` with control characters escaped (`\n`, `\u{1b}`): messages that echo input stay one
-/// line and cannot drive a terminal.
-pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn type_error(key: &str, expected: &str, got: &Value) -> String {

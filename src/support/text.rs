@@ -27,6 +27,38 @@ pub fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// `s` with control characters escaped (`\n`, `\u{1b}`): messages that echo input stay one
+/// line and cannot drive a terminal.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// A table: columns padded to the widest cell as shown on screen (a CJK character takes two
+/// columns), the last one not padded, control characters in cells escaped (names come from
+/// guests).
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let cells: Vec<[String; N]> = std::iter::once(header.map(String::from))
+        .chain(rows.iter().map(|r| r.clone().map(|c| printable(&c))))
+        .collect();
+    let widths: Vec<usize> = (0..N).map(|i| cells.iter().map(|c| c[i].width()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < N {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[i].saturating_sub(cell.width()) + 2));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
