@@ -742,11 +742,11 @@ impl Virsh {
                 ),
             }),
             _ => {
-                crate::warn_once!(
+                crate::support::logging::log_once(log::Level::Warn, format!(
                     "cannot get the libvirt version from 'virsh version'{} ({}); detecting it locally",
                     self.on(),
                     version_failure(&out)
-                );
+                ));
                 Ok(None)
             }
         }

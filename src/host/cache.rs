@@ -144,7 +144,7 @@ pub fn load(paths: &Paths) -> Loaded {
 
 fn untrusted(path: &Path, why: &Untrusted, fix: &str) -> Loaded {
     let msg = format!("{} {why}; not using or writing the cache ({fix})", path.display());
-    crate::warn_once!("cache {msg}");
+    crate::support::logging::log_once(log::Level::Warn, format!("cache {msg}"));
     Loaded::Untrusted(msg)
 }
 
@@ -195,7 +195,7 @@ pub fn store(paths: &Paths, state: &State) -> Result<(), NotStored> {
             NotStored::Unwritable(_) if !nix::unistd::geteuid().is_root() => " (run as root, or make the directory writable)",
             _ => "",
         };
-        crate::warn_once!("not caching host state: {e}; detection runs on every call{hint}");
+        crate::support::logging::log_once(log::Level::Warn, format!("not caching host state: {e}; detection runs on every call{hint}"));
     }
     result
 }

@@ -275,9 +275,11 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reporte
         }
     };
     if detected.version.is_none() {
-        crate::warn_once!(
+        crate::support::logging::log_once(
+            log::Level::Warn,
             "libvirt version unknown (no libvirt.so.0.* in the library dirs, no working virtqemud/libvirtd --version); \
              adding no events (set \"libvirt_version\" in the config)"
+                .to_string(),
         );
     }
 

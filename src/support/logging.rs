@@ -82,9 +82,10 @@ impl Log for HookLogger {
 /// Messages [`log_once`] has logged since the start or the last [`forget_logged_once`].
 static LOGGED_ONCE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-/// Logs `msg` unless the same message was logged by this function before: the diagnostics of a
-/// plan (a configured event dropped, the cache's state) come with every guest `watch` fixes, and
-/// it should say them once, not once per event it receives.
+/// Logs `msg` unless the same message was logged by this function before: the one warn-once
+/// helper. What would otherwise repeat for every guest of a sweep, every event `watch` receives
+/// or every retry (a configured event dropped, the cache's state, an unknown version) is said
+/// once.
 pub fn log_once(level: Level, msg: String) {
     let mut seen = LOGGED_ONCE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if seen.contains(&msg) {
@@ -101,16 +102,4 @@ pub fn log_once(level: Level, msg: String) {
 /// Lets [`log_once`] say everything again (a new config: its diagnostics are news).
 pub fn forget_logged_once() {
     LOGGED_ONCE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
-}
-
-/// `log::warn!` at most once per call site and process: for what would otherwise repeat for
-/// every guest of a sweep or every retry of the same call.
-#[macro_export]
-macro_rules! warn_once {
-    ($($arg:tt)+) => {{
-        static DONE: ::std::sync::atomic::AtomicBool = ::std::sync::atomic::AtomicBool::new(false);
-        if !DONE.swap(true, ::std::sync::atomic::Ordering::Relaxed) {
-            ::log::warn!($($arg)+);
-        }
-    }};
 }
