@@ -240,6 +240,15 @@ impl CommandOpts {
         self.flags.len() != before
     }
 
+    /// `--all` or domain names: exactly one of the two.
+    fn all_or_operands(&self, cmd: &str, all: bool) -> Result<()> {
+        if all == self.operands.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!("{cmd}: give --all or domain names (not both)")))
+        }
+    }
+
     /// Fails on any option the command did not take.
     fn done(&self, cmd: &str) -> Result<()> {
         let left = self.flags.first().map(|f| format!("--{f}")).or_else(|| self.connect.as_ref().map(|c| c.1.clone()));
@@ -302,9 +311,7 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
             }
             let dry_run = o.take("dry-run");
             o.done(name)?;
-            if all != o.operands.is_empty() {
-                return Err(Error::Usage("apply: give --all or domain names (not both)".into()));
-            }
+            o.all_or_operands(name, all)?;
             Command::Apply(virsh::ApplyOpts { connect, all, dry_run, domains: o.operands })
         }
         "status" => {
@@ -312,9 +319,7 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
             let all = o.take("all");
             let json = o.take("json");
             o.done(name)?;
-            if all != o.operands.is_empty() {
-                return Err(Error::Usage("status: give --all or domain names (not both)".into()));
-            }
+            o.all_or_operands(name, all)?;
             Command::Status(status::StatusOpts { connect, json, all, domains: o.operands })
         }
         "watch" => {
