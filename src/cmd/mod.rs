@@ -1,6 +1,6 @@
 //! The commands. Each receives a finished [`Ctx`] from the front end and never looks at argv.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use crate::core::config::Config;
@@ -60,3 +60,18 @@ pub fn read_input(input: Option<&str>) -> Result<String> {
     })
 }
 
+/// Writes a report to stdout; a reader that went away (`| head`) is not an error.
+pub(crate) fn write_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("stdout", "write to", e)),
+    }
+}
+
+/// A JSON report on stdout, pretty-printed (`events`, `check`, `status` with `--json`).
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot encode JSON: {e}")))?;
+    write_stdout(&format!("{text}\n"))
+}

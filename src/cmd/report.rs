@@ -4,14 +4,14 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::cmd::Ctx;
+use crate::cmd::{print_json, Ctx};
 use crate::core::config::{Config, Unsupported};
 use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
 use crate::host::cache;
 use crate::host::{Finding, Status};
 use crate::host::plan::{self, Assessment, CacheState, Mode};
-use crate::support::error::{exit, Error, Result};
+use crate::support::error::{exit, Result};
 use crate::support::paths::Paths;
 use crate::support::text::table;
 
@@ -22,12 +22,6 @@ fn config_or_default(ctx: &Ctx, what: &str) -> Config {
         log::warn!("{e}; {what}");
         Config::default()
     })
-}
-
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
 }
 
 #[derive(Debug, serde::Serialize)]

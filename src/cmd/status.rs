@@ -15,13 +15,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cmd::batch::{call, Call, Reply};
-use crate::cmd::virsh::{dedup, write_stdout, Virsh};
+use crate::cmd::virsh::{dedup, Virsh};
 use crate::support::text::table;
-use crate::cmd::{filter, Ctx};
+use crate::cmd::{filter, print_json, write_stdout, Ctx};
 use crate::core::config::Config;
 use crate::core::rewrite::Document;
 use crate::host::plan::{self, Plan};
-use crate::support::error::{exit, Error, Result};
+use crate::support::error::{exit, Result};
 
 /// The JSON's `schema`; raise it on any change that can break a reader.
 pub const SCHEMA: u32 = 1;
@@ -150,8 +150,7 @@ pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
     let ok = guests.iter().all(Guest::fine);
     if o.json {
         let doc = Report { schema: SCHEMA, libvirt: plan.version.map(|v| v.to_string()), ok, guests: &guests, skipped: &skipped, summary: &summary };
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Other(format!("cannot encode JSON: {e}")))?;
-        write_stdout(&format!("{text}\n"))?;
+        print_json(&doc)?;
     } else {
         write_stdout(&render(&guests, &skipped))?;
     }

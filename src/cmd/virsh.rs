@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::cmd::batch::{call, Call, MemFile, Reply};
-use crate::cmd::{filter, read_input, Ctx};
+use crate::cmd::{filter, read_input, write_stdout, Ctx};
 use crate::core::config::{Config};
 use crate::support::text::{printable, table};
 use crate::core::rewrite::Document;
@@ -393,16 +393,6 @@ fn rewrite_config(cfg: &Config, plan: &Plan, guest: &Guest, xml: &Reply, running
     // libvirt writes a '\r' in a value (a name may end in one) as is, and the XML parser reads a
     // bare '\r' as a newline (a name with one is refused): as a character reference it stays.
     Ok(Change::New(detail, new.replace('\r', "&#13;")))
-}
-
-/// Writes a report to stdout; a reader that went away (`| head`) is not an error.
-pub(crate) fn write_stdout(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Error::io("stdout", "write to", e)),
-    }
 }
 
 /// Whether `uri` names another host: it has a host part (`qemu+ssh://host2/system`). Local
