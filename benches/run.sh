@@ -112,7 +112,7 @@ py_rss=$(peak python3 "$py_hook" vm restore begin -)
 xs_rss=$(peak "$xs_hook" vm restore begin -)
 
 python3 - "$work" "$rss" "$py_rss" "$xs_rss" "$cache_state" "$warm_out" "$bin" "$bin_abort" <<'PY'
-import json, os, sys, platform, subprocess
+import json, os, sys, platform, subprocess, time
 work, rss, py_rss, xs_rss, cache_state, warm_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 size, size_abort = os.path.getsize(sys.argv[7]), os.path.getsize(sys.argv[8])
 def load(name):
@@ -175,7 +175,7 @@ old = open(results).read() if os.path.exists(results) else ""
 kept = old.split(marker, 1)[1] if marker in old else ""
 with open(results, "w") as out:
     out.write("# Benchmark results\n\n")
-    out.write(f"`benches/run.sh` on {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}. "
+    out.write(f"`benches/run.sh` on {time.strftime('%Y-%m-%d', time.gmtime())}, {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}. "
               "Means of hyperfine runs (shell spawn subtracted); inputs from `benches/gen.py`.\n\n")
     out.write("\n".join(table) + "\n")
     for name in ("passthrough", "passthrough-noshell", "rewrite8k", "rewrite8k-warm", "alt8k", "filter-pin-1", "filter-warm-1", "filter-pin-2", "filter-warm-2", "rewrite5m", "hostile"):

@@ -177,7 +177,7 @@ done
 [ -s "$work/virsh-errors" ] && { echo "sweep: virsh reported errors while preparing guests:"; head "$work/virsh-errors"; }
 
 python3 - "$results" "$repo/benches/results.md" "$(virsh --version)" <<'PY'
-import os, platform, re, statistics, sys
+import os, platform, re, statistics, sys, time
 results, out_md, libvirt = sys.argv[1], sys.argv[2], sys.argv[3]
 runs = {}
 for line in open(results):
@@ -224,7 +224,7 @@ t1, t2 = table(head, rows), table(("measure", "result", "target", "verdict"), li
 print(t1 + "\n\n" + t2)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 section = (f"<!-- sweep.sh begin -->\n## Sweeps at fleet scale (`benches/sweep.sh`)\n\n"
-           f"On {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, libvirt {libvirt} (libvirtd, qemu:///system), "
+           f"On {time.strftime('%Y-%m-%d', time.gmtime())}, {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, libvirt {libvirt} (libvirtd, qemu:///system), "
            f"guests shut off. Tool: median of 3 runs; per-guest approach (one virsh process per call, "
            f"a shell loop): one run.\n\n{t1}\n\n{t2}\n<!-- sweep.sh end -->\n")
 text = open(out_md).read() if os.path.exists(out_md) else "# Benchmark results\n"
