@@ -413,7 +413,9 @@ impl Loop<'_> {
             match first {
                 Input::Stop => return Follow::Stop,
                 Input::Reload => {
-                    self.reload();
+                    if let Err(e) = self.reload() {
+                        return Follow::Failed(e.to_string());
+                    }
                     continue;
                 }
                 Input::End(g) if g == generation => return Follow::Ended,
@@ -440,7 +442,9 @@ impl Loop<'_> {
                 return Follow::Failed(e.to_string());
             }
             if reload {
-                self.reload();
+                if let Err(e) = self.reload() {
+                    return Follow::Failed(e.to_string());
+                }
             }
             if ended {
                 return Follow::Ended;
@@ -448,11 +452,10 @@ impl Loop<'_> {
         }
     }
 
-    fn reload(&mut self) {
+    /// SIGHUP: the config again, then a sweep; `Err` when libvirt cannot be reached.
+    fn reload(&mut self) -> Result<()> {
         self.guests.reload();
-        if let Err(e) = self.guests.sweep() {
-            log::warn!("sweep failed: {e}");
-        }
+        self.guests.sweep()
     }
 
     /// Acts on a burst: one sweep if any line needs it, else one fix for every named guest.
