@@ -127,4 +127,11 @@ mod tests {
         let back = rewrite(&disabled, &["cpu_clock"], &Removals::default(), Existing::Override).unwrap();
         assert_eq!(back.enabled, vec!["cpu_clock"]);
     }
+
+    /// Log lines show odd names from a guest's XML escaped (issue 19): an empty one, a tab.
+    #[test]
+    fn odd_event_names_are_escaped_in_summaries() {
+        let o = Outcome { removed: vec![String::new(), "a\tb".into()], removed_duplicates: vec!["x\ny".into()], ..Outcome::default() };
+        assert_eq!(o.summary(), "removed duplicate x\\ny; removed '', a\\tb");
+    }
 }

@@ -142,10 +142,10 @@ impl Outcome {
         }
         if !self.removed_duplicates.is_empty() {
             // Bounded: a hostile document may repeat an event a million times.
-            let d: Vec<&str> = self.removed_duplicates.iter().take(8).map(String::as_str).collect();
+            let d: Vec<String> = self.removed_duplicates.iter().take(8).map(|e| shown(e)).collect();
             let more = self.removed_duplicates.len().saturating_sub(d.len());
             let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
-            parts.push(format!("removed duplicate {}{tail}", list(&d)));
+            parts.push(format!("removed duplicate {}{tail}", d.join(",")));
         }
         if !self.removed.is_empty() {
             // Bounded like the duplicates.
@@ -154,8 +154,8 @@ impl Outcome {
                 .iter()
                 .take(8)
                 .map(|e| match why(e) {
-                    Some(w) => format!("{e} ({w})"),
-                    None => e.clone(),
+                    Some(w) => format!("{} ({w})", shown(e)),
+                    None => shown(e),
                 })
                 .collect();
             let more = self.removed.len().saturating_sub(each.len());
@@ -167,6 +167,16 @@ impl Outcome {
         } else {
             parts.join("; ")
         }
+    }
+}
+
+/// An event name from a guest's XML as a log line shows it: control characters escaped, an
+/// empty name as `''`.
+fn shown(name: &str) -> String {
+    if name.is_empty() {
+        "''".to_string()
+    } else {
+        crate::support::text::printable(name)
     }
 }
 
