@@ -345,6 +345,8 @@ impl Round<'_> {
             slots[c.slot] = Slot::Done(match r.failed() {
                 false => Row { domain: g.name, result: Verdict::Changed, detail: c.detail },
                 true if gone(&r) => Row { domain: g.name, result: Verdict::Skipped, detail: GONE.into() },
+                // Undefined while running: libvirt refuses a persistent change, as it should.
+                true if r.stderr.contains("transient domain") => Row { domain: g.name, result: Verdict::Skipped, detail: TRANSIENT_NOW.into() },
                 true => Row { domain: g.name, result: Verdict::Failed, detail: format!("virsh perf failed: {}", r.message()) },
             });
         }
@@ -373,7 +375,7 @@ impl Round<'_> {
             slots[c.slot] = if info.failed() || now.failed() {
                 skip(GONE)
             } else if !persistent {
-                skip("no longer persistent (undefined meanwhile): left alone")
+                skip(TRANSIENT_NOW)
             } else if now.stdout != c.read {
                 skip("its config changed meanwhile: left alone (the next event or sweep looks again)")
             } else {
@@ -445,6 +447,9 @@ impl Round<'_> {
         Ok(Change::New { detail, delta, read: xml.stdout.clone(), new: new.replace('\r', "&#13;") })
     }
 }
+
+/// Why a guest undefined while running (transient now) is left alone.
+const TRANSIENT_NOW: &str = "no longer persistent (undefined meanwhile): left alone";
 
 /// Why a guest that went away during the sweep is left alone.
 const GONE: &str = "no longer defined: left alone";
