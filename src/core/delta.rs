@@ -134,4 +134,28 @@ mod tests {
         let o = Outcome { removed: vec![String::new(), "a\tb".into()], removed_duplicates: vec!["x\ny".into()], ..Outcome::default() };
         assert_eq!(o.summary(), "removed duplicate x\\ny; removed '', a\\tb");
     }
+
+    /// Namespaces as libvirt 9.0.0 reads them (checked with `virsh define` + `dumpxml` on the
+    /// test driver): a prefixed `x:enabled` counts (the first `enabled` whatever its prefix); a
+    /// `<perf>` or `<event>` in a foreign namespace is ignored, so it is neither changed nor
+    /// counted, and the configured events are added in a `<perf>` of libvirt's own.
+    #[test]
+    fn namespaces_as_libvirt_reads_them() {
+        let add = ["cpu_clock", "page_faults"];
+        // (perf content, added, kept disabled, foreign part kept byte for byte)
+        let cases: &[(&str, &[&str], &[&str], &str)] = &[
+            ("<perf><event name='cpu_clock' x:enabled='yes'/></perf>", &["page_faults"], &[], ""),
+            ("<perf><event name='cpu_clock' x:enabled='no' enabled='yes'/></perf>", &["page_faults"], &["cpu_clock"], ""),
+            ("<perf xmlns='urn:f'><event name='cpu_clock' enabled='yes'/></perf>", &["cpu_clock", "page_faults"], &[], "<perf xmlns='urn:f'><event name='cpu_clock' enabled='yes'/></perf>"),
+            ("<x:perf><x:event name='cpu_clock' enabled='yes'/></x:perf>", &["cpu_clock", "page_faults"], &[], "<x:perf><x:event name='cpu_clock' enabled='yes'/></x:perf>"),
+            ("<perf><event xmlns='urn:f' name='cpu_clock' enabled='yes'/></perf>", &["cpu_clock", "page_faults"], &[], "<event xmlns='urn:f' name='cpu_clock' enabled='yes'/>"),
+            ("<perf xmlns=''><event name='cpu_clock' enabled='yes'/></perf>", &["page_faults"], &[], ""),
+        ];
+        for (perf, added, kept, foreign) in cases {
+            let xml = format!("<domain type='test' xmlns:x='urn:x'><name>a</name>{perf}</domain>");
+            let o = rewrite(&xml, &add, &Removals::default(), Existing::Respect).unwrap();
+            assert_eq!((o.added.as_slice(), o.kept_disabled.as_slice()), (*added, *kept), "{perf}");
+            assert!(o.xml.as_deref().unwrap_or(&xml).contains(foreign), "{perf}: {:?}", o.xml);
+        }
+    }
 }
