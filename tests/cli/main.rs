@@ -13,6 +13,7 @@ mod hook;
 mod host;
 mod hostile;
 mod mac;
+mod namespaces;
 mod race;
 mod package;
 mod status;
