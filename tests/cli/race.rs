@@ -145,7 +145,8 @@ fn watch_fixes_a_burst_of_200_within_2s() {
             let s: Vec<String> = chunk.iter().map(|&i| format!("echo @{i}@; dumpxml --inactive {}", names[i])).collect();
             let o = Command::new("virsh").args(["-q", "-c", URI, &s.join("; ")]).output().unwrap();
             let at = now();
-            for part in stdout(&o).split('@').collect::<Vec<_>>().chunks(2).skip(1) {
+            // "@i@" then the XML (nothing when not defined yet): pieces come in (i, XML) pairs.
+            for part in stdout(&o).split('@').skip(1).collect::<Vec<_>>().chunks(2) {
                 if let (Ok(i), Some(xml)) = (part[0].parse::<usize>(), part.get(1)) {
                     if has_events(xml, &EVENTS) {
                         fixed_at[i].get_or_insert(at);
