@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{hook, report, status, virsh, watch, Ctx};
+use crate::cmd::{apply, define, hook, report, status, watch, Ctx};
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -26,8 +26,9 @@ COMMANDS:
         The same with 'virsh create': a transient guest that launches with the events, so its
         counters are complete from the start.
     apply [-C|--connect URI] [--dry-run] (--all | DOMAIN...)
-        Make the persistent config of already-defined guests match: add the configured
-        events, remove those this host cannot have (virsh dumpxml, rewrite, virsh define).
+        Make the persistent config of already-defined guests match: enable the configured
+        events, disable those this host cannot have, with 'virsh perf --config' (only <perf>
+        changes; a guarded define only for what that cannot say).
         A running guest gets them at its next start (boot, restore or migration).
         DOMAIN is a name, UUID or ID. -C/--connect is virsh's -c URI (-c here is --config).
     status [-C|--connect URI] [--json] (--all | DOMAIN...)
@@ -37,8 +38,9 @@ COMMANDS:
     watch [-C|--connect URI]
         Keep every persistent guest's config matching the config file, whoever defines it
         (on qemu:///system unless -C says otherwise): sweeps at start and after every
-        reconnect, then fixes each guest libvirt reports as defined. Runs until SIGTERM or
-        SIGINT (exit 0); SIGHUP re-reads the config and sweeps. Packaged as
+        reconnect, then fixes each guest libvirt reports as defined (a burst in one batch).
+        Runs until SIGTERM or SIGINT (exit 0); SIGHUP re-reads the config and sweeps. One
+        watch per connection: a second exits with status 5. Packaged as
         virt-perf-hook.service.
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
@@ -58,6 +60,8 @@ OPTIONS:
     -c, --config PATH   Config file [env VIRT_PERF_HOOK_CONFIG; default /etc/virt-perf-hook/config.json]
     -v, --verbose       More log output (repeat for debug); RUST_LOG overrides
     -q, --quiet         Only errors
+    --timeout SECONDS   How long any virsh call may go without answering before it is killed
+                        and the command fails (default 30; watch logs an outage and retries)
     -h, --help          This help
     -V, --version       Version
     Options go before or after the command; short ones combine (-vv) and take values attached or
@@ -66,8 +70,8 @@ OPTIONS:
 EXIT STATUS:
     0 success; 1 failure (I/O, virsh, 'check' found problems, or 'status' found counters
     that are partial or unknown or events at risk); 2 usage error;
-    3 config error; 4 domain XML rejected. 'define' and 'create' pass virsh's exit status
-    through.
+    3 config error; 4 domain XML rejected; 5 'watch' refused: another watch already runs
+    on that connection. 'define' and 'create' pass virsh's exit status through.
     Hook mode exits 0 on any internal error unless the config says \"on_error\": \"fail\".
 ";
 
@@ -76,8 +80,8 @@ pub enum Command {
     Help,
     Version,
     Filter { mode: FilterMode, input: Option<String> },
-    Define(virsh::DefineOpts),
-    Apply(virsh::ApplyOpts),
+    Define(define::DefineOpts),
+    Apply(apply::ApplyOpts),
     Status(status::StatusOpts),
     Watch(watch::WatchOpts),
     Events { json: bool },
@@ -92,6 +96,8 @@ pub struct Invocation {
     pub command: Command,
     pub config: Option<PathBuf>,
     pub verbosity: i8,
+    /// `--timeout SECONDS`: the bound on every virsh call.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Entry point used by `main`: returns the process exit code.
@@ -135,6 +141,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // A service logs what it changes: info by default (-q still silences it).
     let service = matches!(inv.command, Command::Watch(_)) && inv.verbosity >= 0;
     logging::init_cli(inv.verbosity + i8::from(service));
+    if let Some(limit) = inv.timeout {
+        crate::libvirt::process::set_timeout(limit);
+    }
     let paths = Paths::from_env();
     let ctx = Ctx { config_path: crate::cmd::config_path(&paths, inv.config.clone()), paths };
     match dispatch(&ctx, inv.command) {
@@ -149,8 +158,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
     match cmd {
         Command::Filter { mode, input } => filter::run(ctx, mode, input.as_deref()),
-        Command::Define(o) => virsh::define(ctx, &o),
-        Command::Apply(o) => virsh::apply(ctx, &o),
+        Command::Define(o) => define::define(ctx, &o),
+        Command::Apply(o) => apply::apply(ctx, &o),
         Command::Status(o) => status::status(ctx, &o),
         Command::Watch(o) => watch::watch(ctx, &o),
         Command::Events { json } => report::events(ctx, json),
@@ -167,7 +176,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
 pub fn parse(args: &[OsString]) -> Result<Invocation> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args.iter().cloned());
-    let (mut config, mut verbosity) = (None, 0i8);
+    let (mut config, mut verbosity, mut timeout) = (None, 0i8, None);
     let mut name: Option<String> = None;
     let mut opts = CommandOpts::default();
     let usage = |e: lexopt::Error| Error::Usage(e.to_string());
@@ -178,14 +187,15 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
             Value(_) => String::new(),
         };
         match arg {
-            Short('h') | Long("help") => return Ok(Invocation { command: Command::Help, config, verbosity }),
-            Short('V') | Long("version") => return Ok(Invocation { command: Command::Version, config, verbosity }),
+            Short('h') | Long("help") => return Ok(Invocation { command: Command::Help, config, verbosity, timeout }),
+            Short('V') | Long("version") => return Ok(Invocation { command: Command::Version, config, verbosity, timeout }),
             Short('v') | Long("verbose") => verbosity = verbosity.max(0).saturating_add(1),
             Short('q') | Long("quiet") => verbosity = -1,
             Short('c') | Long("config") => {
                 let v = p.value().ok().filter(|v| !v.is_empty());
                 config = Some(PathBuf::from(v.ok_or_else(|| Error::Usage(format!("{spelled} needs a file path")))?));
             }
+            Long("timeout") => timeout = Some(seconds(p.value().ok(), &spelled)?),
             Short('C') | Long("connect") => {
                 let v = p.value().ok().filter(|v| !v.is_empty());
                 let v = v.ok_or_else(|| Error::Usage(format!("{spelled} needs a connection URI")))?;
@@ -197,7 +207,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
                 if matches!(word.as_str(), "qemu" | "daemon") {
                     let hook_args = p.raw_args().map_err(usage)?.map(|a| a.to_string_lossy().into_owned()).collect();
                     let command = if word == "qemu" { Command::Qemu(hook_args) } else { Command::Daemon(hook_args) };
-                    return Ok(Invocation { command, config, verbosity });
+                    return Ok(Invocation { command, config, verbosity, timeout });
                 }
                 if !COMMANDS.contains(&word.as_str()) {
                     return Err(Error::Usage(format!("unknown command '{word}'")));
@@ -213,10 +223,19 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
     }
     let name = name.ok_or_else(|| Error::Usage("no command given".into()))?;
     let command = command(&name, opts)?;
-    Ok(Invocation { command, config, verbosity })
+    Ok(Invocation { command, config, verbosity, timeout })
 }
 
 const COMMANDS: &[&str] = &["help", "version", "filter", "define", "create", "apply", "status", "watch", "events", "check", "refresh"];
+
+/// A `--timeout` value: seconds, more than 0 and at most a day (fractions allowed).
+fn seconds(v: Option<OsString>, spelled: &str) -> Result<std::time::Duration> {
+    let text = v.and_then(|v| v.into_string().ok()).unwrap_or_default();
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(Error::Usage(format!("{spelled} needs a number of seconds (more than 0, at most 86400), got '{text}'"))),
+    }
+}
 
 fn utf8(arg: OsString) -> Result<String> {
     arg.into_string().map_err(|a| Error::Usage(format!("argument {a:?} is not valid UTF-8")))
@@ -293,15 +312,15 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
             Command::Filter { mode, input: o.at_most_one_operand(name, "FILE")? }
         }
         "define" | "create" => {
-            let verb = if name == "define" { virsh::Verb::Define } else { virsh::Verb::Create };
+            let verb = if name == "define" { define::Verb::Define } else { define::Verb::Create };
             let connect = o.connect.take().map(|c| c.0);
             let validate = o.take("validate");
-            let paused = verb == virsh::Verb::Create && o.take("paused");
+            let paused = verb == define::Verb::Create && o.take("paused");
             o.done(name)?;
             let input = o
                 .at_most_one_operand(name, "FILE")?
                 .ok_or_else(|| Error::Usage(format!("{name}: give a FILE, or - for stdin")))?;
-            Command::Define(virsh::DefineOpts { verb, connect, validate, paused, input })
+            Command::Define(define::DefineOpts { verb, connect, validate, paused, input })
         }
         "apply" => {
             let connect = o.connect.take().map(|c| c.0);
@@ -312,7 +331,7 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
             let dry_run = o.take("dry-run");
             o.done(name)?;
             o.all_or_operands(name, all)?;
-            Command::Apply(virsh::ApplyOpts { connect, all, dry_run, domains: o.operands })
+            Command::Apply(apply::ApplyOpts { connect, all, dry_run, domains: o.operands })
         }
         "status" => {
             let connect = o.connect.take().map(|c| c.0);
@@ -368,7 +387,7 @@ mod tests {
         let a = p(&["apply", "--connect", "test:///default", "a", "b"]).unwrap();
         assert_eq!(
             a.command,
-            Command::Apply(virsh::ApplyOpts {
+            Command::Apply(apply::ApplyOpts {
                 connect: Some("test:///default".into()),
                 all: false,
                 dry_run: false,

@@ -3,6 +3,8 @@
 //! Layers, each using only those below it (nothing imports [`cli`]):
 //! - [`cli`]: argv → a [`cmd::Command`](cmd) and its dispatch; the only front end;
 //! - [`cmd`]: the commands (`filter`, the libvirt hooks, `define`/`apply`, the reports);
+//! - [`libvirt`]: the libvirt client, the only code that runs virsh (time-bounded, batched,
+//!   typed), beside `host` and never used by it (hook mode must not call virsh);
 //! - [`host`]: what this host's libvirt and kernel support (version detection, cache, probe), the
 //!   plan made from it, and whether AppArmor or SELinux lets libvirt run the hook;
 //! - [`core`]: the config, the event catalog, the pure XML rewrite and its diff (no I/O);
@@ -13,6 +15,7 @@ pub mod cli;
 pub(crate) mod cmd;
 pub mod core;
 pub(crate) mod host;
+pub(crate) mod libvirt;
 pub(crate) mod support;
 
 pub use support::error::{Error, Result};

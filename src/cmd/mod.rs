@@ -8,12 +8,13 @@ use crate::core::rewrite;
 use crate::support::error::{Error, Result};
 use crate::support::paths::{Paths, CONFIG_ENV};
 
-pub mod batch;
+pub mod apply;
+pub mod define;
 pub mod filter;
 pub mod hook;
 pub mod report;
 pub mod status;
-pub mod virsh;
+pub mod sweep;
 pub mod watch;
 
 /// What every command needs: where things are and which config to read.

@@ -14,8 +14,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::cmd::batch::{call, Call, Reply};
-use crate::cmd::virsh::{dedup, Virsh};
+use crate::libvirt::parse::dedup;
+use crate::libvirt::{self as lv, Call, Listing, Reply, Virsh, Xml};
 use crate::support::text::table;
 use crate::cmd::{filter, print_json, write_stdout, Ctx};
 use crate::core::config::Config;
@@ -121,6 +121,10 @@ struct Report<'a> {
     /// Guests the config's domains include/exclude leaves out: not examined.
     skipped: &'a [String],
     summary: &'a Summary,
+    /// Why the guests could not be examined at all (libvirt unreachable, frozen, bad URI);
+    /// absent when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 pub fn summarize(guests: &[Guest]) -> Summary {
@@ -140,16 +144,28 @@ pub fn summarize(guests: &[Guest]) -> Summary {
 /// `virt-perf-hook status`: exit 0 when no selected guest has counters that are partial or
 /// unknown and none has an event at risk; 1 otherwise.
 pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
-    let cfg = ctx.load_config()?;
+    match ctx.load_config().and_then(|cfg| examine(ctx, &cfg, o)) {
+        Err(e) if o.json => {
+            // Still one JSON document: a monitoring script parses stdout whatever happened.
+            let summary = summarize(&[]);
+            let doc = Report { schema: SCHEMA, libvirt: None, ok: false, guests: &[], skipped: &[], summary: &summary, error: Some(e.to_string()) };
+            print_json(&doc)?;
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+fn examine(ctx: &Ctx, cfg: &Config, o: &StatusOpts) -> Result<i32> {
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
-    let plan = plan::plan(&ctx.paths, &cfg, &virsh.target(&cfg)?);
-    let (guests, skipped) = inspect_all(&virsh, &cfg, &plan, o)?;
+    let plan = plan::plan(&ctx.paths, cfg, &crate::cmd::sweep::target(&virsh, cfg)?);
+    let (guests, skipped) = inspect_all(&virsh, cfg, &plan, o)?;
     let mut guests = guests;
     judge_counters(&virsh, &mut guests)?;
     let summary = summarize(&guests);
     let ok = guests.iter().all(Guest::fine);
     if o.json {
-        let doc = Report { schema: SCHEMA, libvirt: plan.version.map(|v| v.to_string()), ok, guests: &guests, skipped: &skipped, summary: &summary };
+        let doc = Report { schema: SCHEMA, libvirt: plan.version.map(|v| v.to_string()), ok, guests: &guests, skipped: &skipped, summary: &summary, error: None };
         print_json(&doc)?;
     } else {
         write_stdout(&render(&guests, &skipped))?;
@@ -167,7 +183,7 @@ pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
     Ok(if ok { exit::OK } else { exit::FAILURE })
 }
 
-/// Every selected guest's configs, batched (see [`batch`](crate::cmd::batch)): one virsh lists
+/// Every selected guest's configs, batched (see [`batch`](crate::libvirt::batch)): one virsh lists
 /// the guests (`--all`) and the running ones by UUID, one reads every persistent config
 /// (`dumpxml --inactive`, by UUID, or by the DOMAIN as given: virsh looks it up by ID, UUID or
 /// name), one the live XML of the selected running guests. Returns the guests and the names
@@ -176,13 +192,13 @@ pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
 fn inspect_all(virsh: &Virsh, cfg: &Config, plan: &Plan, o: &StatusOpts) -> Result<(Vec<Guest>, Vec<String>)> {
     let mut calls: Vec<Call> = Vec::with_capacity(2);
     if o.all {
-        calls.push(call(&["list", "--all", "--uuid"]));
+        calls.push(lv::list(Listing::All));
     }
-    calls.push(call(&["list", "--uuid"]));
-    let mut lists = virsh.batch_collect(&calls)?.iter().map(|r| virsh.listed(r)).collect::<Result<Vec<_>>>()?;
+    calls.push(lv::list(Listing::Active));
+    let mut lists = virsh.batch_collect(&calls)?.iter().map(|r| lv::listed(virsh, r)).collect::<Result<Vec<_>>>()?;
     let active: HashSet<String> = lists.pop().unwrap_or_default().into_iter().collect();
     let targets = if o.all { lists.pop().unwrap_or_default() } else { dedup(&o.domains) };
-    let calls: Vec<Call> = targets.iter().map(|t| call(&["dumpxml", "--inactive", "--domain", t])).collect();
+    let calls: Vec<Call> = targets.iter().map(|t| lv::dumpxml(t, Xml::Persistent)).collect();
     let mut guests: Vec<Guest> = Vec::with_capacity(targets.len());
     let mut skipped: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -198,7 +214,7 @@ fn inspect_all(virsh: &Virsh, cfg: &Config, plan: &Plan, o: &StatusOpts) -> Resu
     let skipped = dedup(&skipped);
     // The live XML of the running guests whose config could be read.
     let live: Vec<usize> = (0..guests.len()).filter(|&i| guests[i].running && guests[i].reason.is_empty()).collect();
-    let calls: Vec<Call> = live.iter().map(|&i| call(&["dumpxml", "--domain", guests[i].uuid.as_deref().unwrap_or_default()])).collect();
+    let calls: Vec<Call> = live.iter().map(|&i| lv::dumpxml(guests[i].uuid.as_deref().unwrap_or_default(), Xml::Live)).collect();
     virsh.batch(&calls, &[], &mut |k, reply| {
         with_live(&mut guests[live[k]], &reply);
         Ok(())

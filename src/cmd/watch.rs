@@ -1,31 +1,40 @@
 //! `watch`: keep every persistent guest's config matching the config file, whoever defines it
 //! (virt-install, virt-manager, cockpit, Terraform, a plain `virsh define`).
 //!
-//! The events come from `virsh event --loop --event lifecycle` rather than the libvirt C API:
-//! the shipped binary stays static and free of libvirt.so (the hook path must start like
-//! `/bin/true`), and virsh already handles every transport and auth method a URI can name. Its
-//! lines are `event 'lifecycle' for domain 'NAME': Defined Updated`, flushed one by one; it exits
-//! when the daemon goes away and never reconnects, so this loop restarts it with a capped backoff
-//! and sweeps everything again after each reconnect (events during the outage are lost).
+//! Events come from `virsh event --loop --event lifecycle` (see [`libvirt`](crate::libvirt) for
+//! why virsh), parsed by [`libvirt::event`](crate::libvirt::event). virsh exits when the daemon
+//! goes away and never reconnects, so this loop restarts it with a capped backoff and sweeps
+//! everything again after each reconnect (events during the outage are lost).
 //!
-//! Convergence: a fix writes the config with `virsh define`, which emits `Defined Updated` for
-//! that guest; the fix that follows finds nothing to change and writes nothing, so the loop
-//! settles after one extra read per write.
+//! Changes go through the shared [`sweep`](crate::cmd::sweep): `virsh perf … --config`, which
+//! emits no lifecycle event, so a fix does not echo back. A burst (a script defining hundreds of
+//! guests) is coalesced: lines are gathered until the stream is quiet for [`QUIET`] (at most
+//! [`GATHER`]) and every guest they name is fixed in one batched sweep.
+//!
+//! One watcher per connection: each binds the abstract Unix socket named after its URI; a
+//! second one finds the name taken and exits with [`ALREADY_WATCHING`]. Abstract names need no
+//! file (none to plant or leave stale) and vanish with the process.
+//!
+//! Signals are not handled inside a handler: the handler writes the signal's number to a pipe,
+//! a thread turns it into a message for the main loop, and on SIGTERM/SIGINT first ends every
+//! virsh (so a sweep in progress returns at once).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Child;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cmd::virsh::{apply_rows, Targets, Verdict, Virsh};
+use crate::cmd::sweep::{self, Targets, Verdict};
 use crate::cmd::Ctx;
-use crate::core::config::{Config};
-use crate::support::text::printable;
+use crate::core::config::Config;
 use crate::core::rewrite::Document;
-use crate::host::plan;
-use crate::support::error::{exit, one_line, Error, Result};
+use crate::libvirt::event::{self, Event, Line};
+use crate::libvirt::{self as lv, Virsh, Xml};
+use crate::support::error::{one_line, Error, Result};
+use crate::support::text::printable;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOpts {
@@ -37,65 +46,106 @@ pub struct WatchOpts {
 /// `$LIBVIRT_DEFAULT_URI` or libvirt.conf's `uri_default` say (a service should not follow them).
 pub const DEFAULT_URI: &str = "qemu:///system";
 
+/// Exit status of a second `watch` on a connection that already has one.
+pub const ALREADY_WATCHING: i32 = 5;
+
 /// The longest wait between reconnect attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
-
-/// Set by SIGHUP: read the config again and sweep.
-static RELOAD: AtomicBool = AtomicBool::new(false);
+/// A burst has ended when no line came for this long...
+pub const QUIET: Duration = Duration::from_millis(50);
+/// ...or when it has been gathered for this long (a steady stream still gets fixed).
+pub const GATHER: Duration = Duration::from_millis(300);
 
 /// `virt-perf-hook watch`: runs until SIGTERM or SIGINT (exit 0). An invalid config at start is
 /// a config error (exit 3); one found on SIGHUP keeps the last good config.
 pub fn watch(ctx: &Ctx, o: &WatchOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
-    install_signal_handlers();
-    let virsh = Virsh::from_env(Some(o.connect.clone().unwrap_or_else(|| DEFAULT_URI.to_string())), &ctx.paths);
-    let mut stream = VirshStream { command: virsh.command(&["event", "--loop", "--event", "lifecycle"]) };
-    stream.command.env("LC_ALL", "C");
+    let uri = o.connect.clone().unwrap_or_else(|| DEFAULT_URI.to_string());
+    let _lock = match lock(&uri) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("virt-perf-hook: {e}");
+            return Ok(ALREADY_WATCHING);
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Input>();
+    install_signals(tx.clone())?;
+    let virsh = Virsh::from_env(Some(uri), &ctx.paths);
+    let mut stream = VirshStream { virsh: virsh.clone() };
     let mut guests = Sweeper { ctx, cfg, virsh };
-    run_loop(&mut stream, &mut guests, BACKOFF_CAP, &RELOAD, None);
-    Ok(exit::OK)
+    run_loop(&mut stream, &mut guests, BACKOFF_CAP, (tx, rx), None);
+    Ok(crate::support::error::exit::OK)
 }
 
-/// SIGTERM and SIGINT end the watcher and every virsh it started, at once and with status 0;
-/// SIGHUP asks for a reload. The process leads its own process group, so the handler reaches
-/// its children (a sweep's virsh, the event stream) with one `kill(0, …)`.
-fn install_signal_handlers() {
+/// Takes the connection's name in the abstract socket namespace; `Err` when another watcher has it.
+fn lock(uri: &str) -> Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    // Names are at most 107 bytes: a long URI is shortened to a hash.
+    let key = if uri.len() <= 64 { uri.to_string() } else { format!("{:016x}", fnv(uri.as_bytes())) };
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("virt-perf-hook/watch/{key}"))
+        .map_err(|e| Error::Other(format!("cannot name the watch lock: {e}")))?;
+    std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => Error::Other(format!(
+            "another 'virt-perf-hook watch' already watches {uri} (virt-perf-hook.service?); only one may run per connection"
+        )),
+        _ => Error::Other(format!("cannot take the watch lock for {uri}: {e}")),
+    })
+}
+
+/// FNV-1a: a stable short key for a long URI.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}
+
+/// What the main loop waits for.
+#[derive(Debug)]
+pub enum Input {
+    /// A line of the event stream `generation`.
+    Line(usize, Line),
+    /// The event stream `generation` ended.
+    End(usize),
+    Reload,
+    Stop,
+}
+
+/// The write end of the self-pipe, for the handler.
+static PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// SIGTERM, SIGINT and SIGHUP write their number to a pipe; a thread reads it and tells the
+/// main loop (after ending every virsh, for a stop).
+fn install_signals(tx: mpsc::Sender<Input>) -> Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    // Fails harmlessly when already a group (or session) leader, as under systemd.
-    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-    extern "C" fn stop(_: nix::libc::c_int) {
-        use nix::libc;
-        // Only async-signal-safe calls: ignore the signal here, pass it on to the group, reap
-        // the children (virsh ends on SIGTERM at once; the wait is bounded so the watcher is gone
-        // within a second whatever they do), leave.
-        // SAFETY: signal, kill, waitpid, nanosleep and _exit are async-signal-safe.
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().map_err(|e| Error::Other(format!("cannot create a pipe: {e}")))?;
+    PIPE.store(w.as_raw_fd(), Ordering::SeqCst);
+    std::mem::forget(w); // the handler writes to it for the life of the process
+    extern "C" fn on_signal(sig: nix::libc::c_int) {
+        let byte = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; the fd stays open for the process's life.
         unsafe {
-            libc::signal(libc::SIGTERM, libc::SIG_IGN);
-            libc::kill(0, libc::SIGTERM);
-            let tick = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
-            for _ in 0..40 {
-                while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
-                if libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) < 0 {
-                    break; // ECHILD: all reaped
-                }
-                libc::nanosleep(&tick, std::ptr::null_mut());
-            }
-            libc::_exit(0);
+            nix::libc::write(PIPE.load(Ordering::SeqCst), (&byte as *const u8).cast(), 1);
         }
     }
-    extern "C" fn hup(_: nix::libc::c_int) {
-        RELOAD.store(true, Ordering::SeqCst);
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only calls write(2).
+        unsafe { sigaction(sig, &action) }.map_err(|e| Error::Other(format!("cannot handle {sig}: {e}")))?;
     }
-    let on = |h: extern "C" fn(nix::libc::c_int)| SigAction::new(SigHandler::Handler(h), SaFlags::SA_RESTART, SigSet::empty());
-    // SAFETY: the handlers above only call async-signal-safe functions or store an atomic.
-    unsafe {
-        let _ = sigaction(Signal::SIGTERM, &on(stop));
-        let _ = sigaction(Signal::SIGINT, &on(stop));
-        let _ = sigaction(Signal::SIGHUP, &on(hup));
-    }
+    std::thread::spawn(move || {
+        let mut pipe = std::fs::File::from(r);
+        let mut b = [0u8; 1];
+        while pipe.read_exact(&mut b).is_ok() {
+            if i32::from(b[0]) == Signal::SIGHUP as i32 {
+                let _ = tx.send(Input::Reload);
+            } else {
+                lv::stop_all();
+                let _ = tx.send(Input::Stop);
+            }
+        }
+    });
+    Ok(())
 }
 
-/// The real [`Guests`]: `apply`'s work, logged one line per change.
+/// The real [`Guests`]: the shared sweep, logged one line per change.
 struct Sweeper<'a> {
     ctx: &'a Ctx,
     cfg: Config,
@@ -104,10 +154,16 @@ struct Sweeper<'a> {
 
 impl Sweeper<'_> {
     fn apply(&mut self, targets: &Targets) -> Result<()> {
-        let rows = apply_rows(self.ctx, &self.cfg, &self.virsh, targets, false)?;
-        // Only what changed, or failed: a sweep of a thousand settled guests logs nothing.
-        for row in rows.iter().filter(|r| matches!(r.result, Verdict::Changed | Verdict::Failed)) {
-            row.log(log::Level::Info);
+        let plan = sweep::plan_for(&self.ctx.paths, &self.cfg, &self.virsh)?;
+        let rows = sweep::sweep(&self.cfg, &plan, &self.virsh, targets, false)?;
+        for row in &rows {
+            match row.result {
+                Verdict::Changed => row.log(log::Level::Info),
+                // A guest undefined or renamed between its event and the fix: nothing to say.
+                Verdict::Failed if row.detail.contains("failed to get domain") => row.log(log::Level::Debug),
+                Verdict::Failed => row.log(log::Level::Warn),
+                _ => row.log(log::Level::Debug),
+            }
         }
         Ok(())
     }
@@ -124,30 +180,30 @@ fn ambiguous(name: &str) -> bool {
 impl Guests for Sweeper<'_> {
     fn sweep(&mut self) -> Result<()> {
         // Is libvirt there at all? Asked first so that an outage is one line (the loop's), not
-        // also the version lookup's fallback warning. (`uri` is a fixed word: virsh's
-        // command-string form is harmless, as in `Virsh::is_remote`.)
+        // also the version lookup's fallback warning.
         let out = self.virsh.run(&["uri"])?;
         if !out.success() {
-            return Err(Error::Command { what: format!("virsh{}", self.virsh.on()), code: exit::FAILURE, msg: out.message() });
+            return Err(Error::Command { what: format!("virsh{}", self.virsh.on()), code: 1, msg: out.message() });
         }
         self.apply(&Targets::All)
     }
 
-    fn fix(&mut self, domain: &str) -> Result<()> {
-        if ambiguous(domain) {
+    fn fix(&mut self, domains: &[String]) -> Result<()> {
+        if domains.iter().any(|d| ambiguous(d)) {
             return self.sweep();
         }
-        self.apply(&Targets::Named(vec![domain.to_string()]))
+        self.apply(&Targets::Named(domains.to_vec()))
     }
 
     fn started(&mut self, domain: &str) {
         if ambiguous(domain) || !self.cfg.domains.selects(domain) {
             return;
         }
-        let Ok(target) = self.virsh.target(&self.cfg) else { return };
-        let want = plan::plan(&self.ctx.paths, &self.cfg, &target).add;
-        let Ok(out) = self.virsh.run(&["dumpxml", "--domain", domain]) else { return };
-        let Ok(doc) = Document::parse(&out.stdout) else { return };
+        let Ok(target) = sweep::target(&self.virsh, &self.cfg) else { return };
+        let want = crate::host::plan::plan(&self.ctx.paths, &self.cfg, &target).add;
+        let Ok(replies) = self.virsh.batch_collect(&[lv::dumpxml(domain, Xml::Live)]) else { return };
+        let Some(reply) = replies.first().filter(|r| !r.failed()) else { return };
+        let Ok(doc) = Document::parse(&reply.stdout) else { return };
         let live = doc.perf_events();
         let missing: Vec<&str> =
             want.iter().copied().filter(|e| !live.iter().any(|(n, en)| n == e && *en == Some("yes"))).collect();
@@ -173,14 +229,6 @@ impl Guests for Sweeper<'_> {
     }
 }
 
-/// One parsed lifecycle line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lifecycle {
-    pub domain: String,
-    pub event: String,
-    pub detail: String,
-}
-
 /// What a line asks of the watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -194,57 +242,25 @@ pub enum Action {
     Sweep,
 }
 
-const PREFIX: &str = "event 'lifecycle' for domain '";
-
-/// Parses a line of `virsh event --loop --event lifecycle [--timestamp]` (LC_ALL=C). Names are
-/// printed unescaped and may hold `'` or `: `, but the tail is always `': EVENT DETAIL` with
-/// two words, so the name is what lies between the prefix and the last `': `.
-pub fn parse_line(line: &str) -> Option<Lifecycle> {
-    let line = line.strip_suffix('\n').unwrap_or(line);
-    let start = line.find(PREFIX)?;
-    // `--timestamp` puts `2026-11-25 13:00:00.000+0000: ` before the prefix; nothing else may.
-    if start > 0 && !line[..start].ends_with(": ") {
-        return None;
-    }
-    let rest = &line[start + PREFIX.len()..];
-    let (domain, tail) = rest.rsplit_once("': ")?;
-    let mut words = tail.split(' ');
-    let (event, detail) = (words.next()?, words.next()?);
-    let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic());
-    if words.next().is_some() || !word(event) || !word(detail) {
-        return None;
-    }
-    Some(Lifecycle { domain: domain.to_string(), event: event.to_string(), detail: detail.to_string() })
-}
-
-/// What `virsh event --loop` prints last when its connection ends (`events received: 0`, then a
-/// blank line): not an event.
-const RECEIVED: &str = "events received: ";
-
 /// The action for one line.
-pub fn action(line: &str) -> Action {
-    if line.is_empty() || line.strip_prefix(RECEIVED).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
-        return Action::Ignore;
-    }
-    match parse_line(line) {
-        None => Action::Sweep,
-        Some(l) => match (l.event.as_str(), l.detail.as_str()) {
-            ("Defined", "Added" | "Updated" | "Renamed") => Action::Fix(l.domain),
-            // Snapshot/checkpoint reverts and other new details redefine too: when unsure, fix.
-            ("Defined", _) => Action::Fix(l.domain),
-            ("Started", _) => Action::Started(l.domain),
-            _ => Action::Ignore,
-        },
+pub fn action(line: &Line) -> Action {
+    match line {
+        Line::Noise => Action::Ignore,
+        Line::Unparsable(_) => Action::Sweep,
+        // Any detail, known or not (snapshot reverts redefine too): when unsure, fix.
+        Line::Lifecycle(l) if l.event == Event::Defined => Action::Fix(l.domain.clone()),
+        Line::Lifecycle(l) if l.event == Event::Started => Action::Started(l.domain.clone()),
+        Line::Lifecycle(_) => Action::Ignore,
     }
 }
 
-/// The work the loop drives; the real one is `apply`'s machinery, tests use a recorder.
+/// The work the loop drives; the real one is the shared sweep, tests use a recorder.
 pub trait Guests {
     /// Every persistent guest (start-up and every reconnect). `Err` when libvirt cannot be
     /// reached at all; a single guest's failure is logged inside and is not an error.
     fn sweep(&mut self) -> Result<()>;
-    /// One guest's persistent config, by name.
-    fn fix(&mut self, domain: &str) -> Result<()>;
+    /// These guests' persistent configs, by name, in one batch. `Err` as for `sweep`.
+    fn fix(&mut self, domains: &[String]) -> Result<()>;
     /// A guest started; says once if it launched without the configured events.
     fn started(&mut self, domain: &str);
     /// SIGHUP: read the config again (a sweep follows).
@@ -275,73 +291,75 @@ impl Backoff {
     }
 }
 
-/// How the event stream is started; a fake virsh in tests.
+/// How the event stream is started; a fake in tests.
 pub trait Stream {
-    fn spawn(&mut self) -> std::io::Result<Child>;
+    fn spawn(&mut self) -> Result<Child>;
 }
 
-/// `virsh [-c URI] event --loop --event lifecycle` in the C locale.
+/// `virsh [-c URI] event --loop --event lifecycle`.
 pub struct VirshStream {
-    pub command: Command,
+    pub virsh: Virsh,
 }
 
 impl Stream for VirshStream {
-    fn spawn(&mut self) -> std::io::Result<Child> {
-        self.command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+    fn spawn(&mut self) -> Result<Child> {
+        self.virsh.spawn_unbounded(&["event", "--loop", "--event", "lifecycle"])
     }
 }
 
-/// How often the loop looks at the reload flag while no event arrives.
-const POLL: Duration = Duration::from_millis(200);
-
-/// Why the loop stopped (only tests stop it: `max_streams`).
+/// Why the loop stopped: a stop request, or (tests) `max_streams` reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {
     pub streams: usize,
 }
 
-/// Runs the watch loop. `reload` is polled (SIGHUP sets it); `max_streams` bounds how many event
-/// streams it starts (tests); `None` runs until killed.
+/// Runs the watch loop on `inbox` (signals arrive there too). `max_streams` bounds how many event
+/// streams it starts (tests); `None` runs until stopped.
 pub fn run_loop(
     stream: &mut dyn Stream,
     guests: &mut dyn Guests,
     cap: Duration,
-    reload: &AtomicBool,
+    inbox: (mpsc::Sender<Input>, mpsc::Receiver<Input>),
     max_streams: Option<usize>,
 ) -> Stopped {
+    let (tx, rx) = inbox;
     let mut backoff = Backoff::new(cap);
     // An outage is logged when it starts and when it ends, not at every try.
     let mut outage: Option<(Instant, String)> = None;
     let mut streams = 0;
     let mut warned_started: HashSet<String> = HashSet::new();
+    let mut state = Loop { guests, rx: &rx, warned_started: &mut warned_started };
     loop {
         if max_streams.is_some_and(|m| streams >= m) {
             return Stopped { streams };
         }
         streams += 1;
+        let generation = streams;
         let mut child = match stream.spawn() {
             Ok(c) => c,
             Err(e) => {
-                down(&mut outage, format!("cannot run virsh: {e}"));
-                std::thread::sleep(backoff.delay());
+                down(&mut outage, e.to_string());
+                if state.pause(backoff.delay()) {
+                    return Stopped { streams };
+                }
                 continue;
             }
         };
         // Lines are read on a thread so the sweep below runs while events queue up: nothing
         // defined during the sweep is missed.
-        let (tx, rx) = mpsc::channel::<String>();
         let stdout = child.stdout.take();
+        let lines_tx = tx.clone();
         let reader = std::thread::spawn(move || {
             if let Some(out) = stdout {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
+                for line in event::lines(BufReader::new(out)) {
+                    if lines_tx.send(Input::Line(generation, line)).is_err() {
+                        return;
                     }
                 }
             }
+            let _ = lines_tx.send(Input::End(generation));
         });
-        match guests.sweep() {
+        let why = match state.guests.sweep() {
             Ok(()) => {
                 if let Some((since, _)) = outage.take() {
                     log::warn!("libvirt reachable again after {}s; swept all guests", since.elapsed().as_secs());
@@ -349,63 +367,142 @@ pub fn run_loop(
                     log::info!("watching lifecycle events; swept all guests");
                 }
                 backoff.reset();
-            }
-            Err(e) => {
-                stop(&mut child);
-                let _ = reader.join();
-                down(&mut outage, e.to_string());
-                std::thread::sleep(backoff.delay());
-                continue;
-            }
-        }
-        loop {
-            match rx.recv_timeout(POLL) {
-                Ok(first) => {
-                    // A burst (a thousand guests defined by a script) is handled once per guest.
-                    let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                    }
-                    handle(&batch, guests, &mut warned_started);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            // Also between batches: a steady stream of events must not hold a reload off.
-            if reload.swap(false, Ordering::SeqCst) {
-                guests.reload();
-                if let Err(e) = guests.sweep() {
-                    log::warn!("sweep failed: {e}");
+                match state.follow(generation) {
+                    Follow::Stop => None,
+                    Follow::Ended => Some(finish(&mut child)),
+                    Follow::Failed(e) => Some(e),
                 }
             }
-        }
-        let why = finish(&mut child);
+            Err(e) => Some(e.to_string()),
+        };
+        stop(&mut child);
         let _ = reader.join();
+        let Some(why) = why else { return Stopped { streams } };
         down(&mut outage, why);
-        std::thread::sleep(backoff.delay());
+        if state.pause(backoff.delay()) {
+            return Stopped { streams };
+        }
     }
 }
 
-/// Acts on a batch of lines: one sweep if any line needs it, else one fix per named guest.
-fn handle(lines: &[String], guests: &mut dyn Guests, warned_started: &mut HashSet<String>) {
-    let actions: Vec<Action> = lines.iter().map(|l| action(l)).collect();
-    if let Some(i) = actions.iter().position(|a| *a == Action::Sweep) {
-        log::info!("unparsable event line {}; sweeping all guests", printable(&lines[i]));
-        if let Err(e) = guests.sweep() {
-            log::warn!("sweep failed: {e}");
-        }
-        return;
-    }
-    let mut fixed: HashSet<&str> = HashSet::new();
-    for a in &actions {
-        match a {
-            Action::Fix(name) if fixed.insert(name) => {
-                if let Err(e) = guests.fix(name) {
-                    log::warn!("domain '{}': {e}", printable(name));
+/// How following a stream ended.
+enum Follow {
+    Stop,
+    /// virsh ended (the daemon went away).
+    Ended,
+    /// A fix could not reach libvirt (frozen, gone): reconnect.
+    Failed(String),
+}
+
+struct Loop<'a> {
+    guests: &'a mut dyn Guests,
+    rx: &'a mpsc::Receiver<Input>,
+    warned_started: &'a mut HashSet<String>,
+}
+
+impl Loop<'_> {
+    /// Handles the stream `generation` until it ends, a fix fails or a stop arrives.
+    fn follow(&mut self, generation: usize) -> Follow {
+        loop {
+            let first = match self.rx.recv() {
+                Ok(i) => i,
+                Err(_) => return Follow::Stop,
+            };
+            let mut lines = Vec::new();
+            let mut ended = false;
+            match first {
+                Input::Stop => return Follow::Stop,
+                Input::Reload => {
+                    if let Err(e) = self.reload() {
+                        return Follow::Failed(e.to_string());
+                    }
+                    continue;
+                }
+                Input::End(g) if g == generation => return Follow::Ended,
+                Input::Line(g, l) if g == generation => lines.push(l),
+                _ => continue, // an older stream's leftovers
+            }
+            // Gather the burst.
+            let start = Instant::now();
+            let mut reload = false;
+            while start.elapsed() < GATHER {
+                match self.rx.recv_timeout(QUIET.min(GATHER.saturating_sub(start.elapsed()))) {
+                    Ok(Input::Line(g, l)) if g == generation => lines.push(l),
+                    Ok(Input::End(g)) if g == generation => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(Input::Stop) => return Follow::Stop,
+                    Ok(Input::Reload) => reload = true,
+                    Ok(_) => {}
+                    Err(_) => break,
                 }
             }
-            Action::Started(name) if warned_started.insert(name.clone()) => guests.started(name),
-            _ => {}
+            if let Err(e) = self.handle(&lines) {
+                return Follow::Failed(e.to_string());
+            }
+            if reload {
+                if let Err(e) = self.reload() {
+                    return Follow::Failed(e.to_string());
+                }
+            }
+            if ended {
+                return Follow::Ended;
+            }
+        }
+    }
+
+    /// SIGHUP: the config again, then a sweep; `Err` when libvirt cannot be reached.
+    fn reload(&mut self) -> Result<()> {
+        self.guests.reload();
+        self.guests.sweep()
+    }
+
+    /// Acts on a burst: one sweep if any line needs it, else one fix for every named guest.
+    fn handle(&mut self, lines: &[Line]) -> Result<()> {
+        let actions: Vec<Action> = lines.iter().map(action).collect();
+        if let Some(i) = actions.iter().position(|a| *a == Action::Sweep) {
+            if let Line::Unparsable(text) = &lines[i] {
+                log::info!("unparsable event line {}; sweeping all guests", printable(text));
+            }
+            return self.guests.sweep();
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let fix: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fix(n) if seen.insert(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        if !fix.is_empty() {
+            self.guests.fix(&fix)?;
+        }
+        for a in &actions {
+            if let Action::Started(name) = a {
+                if self.warned_started.insert(name.clone()) {
+                    self.guests.started(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits `d` (the backoff) while still answering signals; `true` when told to stop.
+    fn pause(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Input::Stop) => return true,
+                Ok(Input::Reload) => self.guests.reload(),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+            }
         }
     }
 }
@@ -419,8 +516,12 @@ fn down(outage: &mut Option<(Instant, String)>, why: String) {
 }
 
 fn stop(child: &mut Child) {
-    let _ = child.kill();
+    if let Ok(None) = child.try_wait() {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = child.kill();
+    }
     let _ = child.wait();
+    lv::process::forget_group(child.id() as i32);
 }
 
 /// Waits for an ended stream and says why it ended, from its stderr.
@@ -439,143 +540,4 @@ fn finish(child: &mut Child) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_lines() {
-        let l = parse_line("event 'lifecycle' for domain 'web1': Defined Added").unwrap();
-        assert_eq!(l, Lifecycle { domain: "web1".into(), event: "Defined".into(), detail: "Added".into() });
-        let ts = parse_line("2026-11-25 13:00:00.123+0000: event 'lifecycle' for domain 'a b': Started Booted\n").unwrap();
-        assert_eq!((ts.domain.as_str(), ts.event.as_str()), ("a b", "Started"));
-        // Quotes and ': ' inside the name: the tail is fixed, so the last `': ` splits.
-        let odd = parse_line("event 'lifecycle' for domain 'it's: x': Defined Updated").unwrap();
-        assert_eq!(odd.domain, "it's: x");
-        let tricky = parse_line("event 'lifecycle' for domain 'a': Defined Added': Defined Renamed").unwrap();
-        assert_eq!((tricky.domain.as_str(), tricky.detail.as_str()), ("a': Defined Added", "Renamed"));
-        for bad in [
-            "",
-            "event 'lifecycle' for domain 'half",
-            "event 'lifecycle' for domain 'x': Defined",
-            "event 'lifecycle' for domain 'x': Defined Added extra",
-            "junk event 'lifecycle' for domain 'x': Defined Added",
-            "event 'reboot' for domain 'x'",
-        ] {
-            assert_eq!(parse_line(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn actions() {
-        assert_eq!(action("event 'lifecycle' for domain 'a': Defined Updated"), Action::Fix("a".into()));
-        assert_eq!(action("event 'lifecycle' for domain 'a': Defined FromSnapshot"), Action::Fix("a".into()));
-        assert_eq!(action("event 'lifecycle' for domain 'a': Started Restored"), Action::Started("a".into()));
-        assert_eq!(action("event 'lifecycle' for domain 'a': Undefined Removed"), Action::Ignore);
-        assert_eq!(action("event 'lifecycle' for domain 'a': Stopped Destroyed"), Action::Ignore);
-        // The second half of a name with a newline.
-        assert_eq!(action("b': Defined Added"), Action::Sweep);
-        // virsh's last line when the daemon goes away: the outage is logged, not a sweep.
-        assert_eq!(action("events received: 12"), Action::Ignore);
-        assert_eq!(action(""), Action::Ignore);
-        assert_eq!(action("events received: many"), Action::Sweep);
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(10));
-        let d: Vec<u64> = (0..6).map(|_| b.delay().as_secs()).collect();
-        assert_eq!(d, vec![1, 2, 4, 8, 10, 10]);
-        b.reset();
-        assert_eq!(b.delay().as_secs(), 1);
-    }
-
-    #[derive(Default)]
-    struct Recorder {
-        calls: Vec<String>,
-        sweep_fails: usize,
-    }
-
-    impl Guests for Recorder {
-        fn sweep(&mut self) -> Result<()> {
-            self.calls.push("sweep".into());
-            if self.sweep_fails > 0 {
-                self.sweep_fails -= 1;
-                return Err(crate::support::error::Error::Other("no daemon".into()));
-            }
-            Ok(())
-        }
-        fn fix(&mut self, domain: &str) -> Result<()> {
-            self.calls.push(format!("fix {domain}"));
-            Ok(())
-        }
-        fn started(&mut self, domain: &str) {
-            self.calls.push(format!("started {domain}"));
-        }
-        fn reload(&mut self) {
-            self.calls.push("reload".into());
-        }
-    }
-
-    struct Script(Vec<&'static str>);
-
-    impl Stream for Script {
-        fn spawn(&mut self) -> std::io::Result<Child> {
-            let text = if self.0.is_empty() { String::new() } else { self.0.remove(0).to_string() };
-            Command::new("sh")
-                .args(["-c", "printf '%s' \"$1\"; exit 1", "sh", &text])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-        }
-    }
-
-    #[test]
-    fn sweeps_on_every_connect_and_fixes_each_guest_once_per_burst() {
-        let mut rec = Recorder::default();
-        let mut stream = Script(vec![
-            "event 'lifecycle' for domain 'a': Defined Added\nevent 'lifecycle' for domain 'a': Defined Updated\n\
-             event 'lifecycle' for domain 'b': Started Booted\nevent 'lifecycle' for domain 'b': Started Restored\n",
-            "event 'lifecycle' for domain 'b': Started Booted\n",
-        ]);
-        let stopped = run_loop(&mut stream, &mut rec, Duration::from_millis(1), &AtomicBool::new(false), Some(2));
-        assert_eq!(stopped.streams, 2);
-        // Lines may arrive in one batch or several: "a" is fixed at least once, "b" is reported
-        // once in all, and every connect starts with a sweep.
-        assert_eq!(rec.calls.first().map(String::as_str), Some("sweep"));
-        assert_eq!(rec.calls.iter().filter(|c| *c == "sweep").count(), 2, "{:?}", rec.calls);
-        assert!(rec.calls.contains(&"fix a".to_string()));
-        assert_eq!(rec.calls.iter().filter(|c| *c == "started b").count(), 1, "{:?}", rec.calls);
-    }
-
-    #[test]
-    fn sighup_reloads_and_sweeps_while_the_stream_is_quiet() {
-        struct Quiet;
-        impl Stream for Quiet {
-            fn spawn(&mut self) -> std::io::Result<Child> {
-                Command::new("sh").args(["-c", "sleep 0.6"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
-            }
-        }
-        let mut rec = Recorder::default();
-        let reload = AtomicBool::new(true);
-        run_loop(&mut Quiet, &mut rec, Duration::from_millis(1), &reload, Some(1));
-        assert_eq!(rec.calls, vec!["sweep", "reload", "sweep"]);
-        assert!(!reload.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn ambiguous_names_are_swept_not_looked_up() {
-        assert!(ambiguous("42"));
-        assert!(ambiguous("6695eb01-f6a4-8304-79aa-97f2502e193f"));
-        assert!(!ambiguous("web-1"));
-        assert!(!ambiguous("-x"));
-    }
-
-    #[test]
-    fn a_failed_sweep_retries_without_handling_events() {
-        let mut rec = Recorder { sweep_fails: 1, ..Recorder::default() };
-        let mut stream = Script(vec!["event 'lifecycle' for domain 'lost': Defined Added\n", ""]);
-        run_loop(&mut stream, &mut rec, Duration::from_millis(1), &AtomicBool::new(false), Some(2));
-        assert_eq!(rec.calls, vec!["sweep", "sweep"]);
-    }
-}
+mod tests;

@@ -2,6 +2,7 @@
 //! Nothing here looks at the host; the config reads its own file through `support::fsutil`.
 
 pub mod config;
+pub mod delta;
 pub mod diff;
 pub mod events;
 pub mod rewrite;

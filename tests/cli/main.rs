@@ -3,6 +3,7 @@
 //! Tests that change this host (e2e, the .deb install) run only with VPH_SYSTEM_TESTS=1.
 
 mod ansible;
+mod bounds;
 mod common;
 mod create;
 mod e2e;
@@ -12,6 +13,8 @@ mod hook;
 mod host;
 mod hostile;
 mod mac;
+mod namespaces;
+mod race;
 mod package;
 mod status;
 mod virsh;

@@ -22,10 +22,10 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 
-use crate::cmd::virsh::Virsh;
+use crate::libvirt::process::{Running, Virsh};
 use crate::support::error::{exit, one_line, Error, Result};
 
 /// The longest command string given to one virsh, well under Linux's 128 KiB per argument
@@ -79,6 +79,13 @@ pub fn quote(word: &str) -> String {
         return word.to_string();
     }
     format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// A batch named by its first real command, for a timeout's message (`dumpxml, …`).
+fn calls_label(string: &str) -> String {
+    let first = string.split("; ").find(|c| !c.starts_with("echo ")).unwrap_or("");
+    let word = first.split(' ').next().unwrap_or("");
+    format!("{word} (batch)")
 }
 
 /// 32 hex digits from the kernel's random source; the markers' secret part.
@@ -254,7 +261,7 @@ impl Virsh {
         each: &mut dyn FnMut(usize, Reply) -> Result<()>,
     ) -> Result<()> {
         let mut cmd = self.command(&["-q", string]);
-        cmd.env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         if !inherit.is_empty() {
             let fds = inherit.to_vec();
             // SAFETY: runs in the child between fork and exec and calls only fcntl, which is
@@ -272,16 +279,17 @@ impl Virsh {
             }
         }
         log::debug!("running virsh with {count} command(s) ({} bytes)", string.len());
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let result = self.read_replies(&mut child, markers, first, count, each);
+        let what = calls_label(string);
+        let mut run = self.spawn(cmd, &what)?;
+        let result = self.read_replies(&mut run, markers, first, count, each);
         if result.is_err() {
-            let _ = child.kill();
+            run.kill();
         }
-        let status = child.wait().map_err(|e| Error::Other(format!("cannot wait for virsh: {e}")))?;
+        let code = run.finish()?;
         let (delivered, stderr_rest) = result?;
         if delivered < first + count {
             // Those virsh never reached: it rejected the string, or it died.
-            let why = match status.code() {
+            let why = match code {
                 Some(c) => format!("virsh exited with status {c} before running it"),
                 None => "virsh was killed by a signal before running it".to_string(),
             };
@@ -305,14 +313,14 @@ impl Virsh {
     /// the index after the last reply handed out and what stderr held that no command claimed.
     fn read_replies(
         &self,
-        child: &mut Child,
+        run: &mut Running,
         markers: &Markers,
         first: usize,
         count: usize,
         each: &mut dyn FnMut(usize, Reply) -> Result<()>,
     ) -> Result<(usize, String)> {
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
+        let mut stdout = run.child.stdout.take().expect("piped stdout");
+        let mut stderr = run.child.stderr.take().expect("piped stderr");
         let end = first + count;
         // stderr on a thread of its own, section by section: virsh never waits on us for it.
         let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
@@ -371,6 +379,7 @@ impl Virsh {
                     continue;
                 }
                 let err = errors(i, &mut pending);
+                run.progress();
                 each(i, Reply { stdout: text(out), stderr: text(err), cut: None })?;
                 delivered = i + 1;
             }
