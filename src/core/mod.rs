@@ -4,5 +4,6 @@
 pub mod config;
 pub mod diff;
 pub mod events;
+pub mod resctrl;
 pub mod rewrite;
 pub mod version;

@@ -1,0 +1,70 @@
+use super::*;
+use crate::core::rewrite::{Document, Existing, Removals};
+
+fn add(xml: &str, want: &[Monitor]) -> Outcome {
+    let doc = Document::parse(xml).unwrap();
+    let out = doc.rewrite(&[], &Removals::default(), Existing::Respect).unwrap();
+    add_monitors(&doc, out, want).unwrap()
+}
+
+const BOTH: &[Monitor] = &[Monitor::Cache, Monitor::MemoryBandwidth];
+
+#[test]
+fn new_cputune_after_vcpu() {
+    let xml = "<domain type='kvm'>\n  <name>d</name>\n  <vcpu placement='static'>4</vcpu>\n  <os>\n    <type>hvm</type>\n  </os>\n</domain>\n";
+    let out = add(xml, BOTH);
+    assert_eq!(out.monitors, BOTH);
+    assert_eq!(
+        out.xml.as_deref().unwrap(),
+        "<domain type='kvm'>\n  <name>d</name>\n  <vcpu placement='static'>4</vcpu>\n  <cputune>\n    <cachetune vcpus='0-3'>\n      <monitor level='3' vcpus='0-3'/>\n    </cachetune>\n    <memorytune vcpus='0-3'>\n      <monitor vcpus='0-3'/>\n    </memorytune>\n  </cputune>\n  <os>\n    <type>hvm</type>\n  </os>\n</domain>\n"
+    );
+    let again = add(out.xml.as_deref().unwrap(), BOTH);
+    assert_eq!(again.xml, None, "idempotent");
+    assert!(again.monitors_skipped.is_empty());
+}
+
+#[test]
+fn into_existing_allocation_and_partial_is_refused() {
+    let xml = "<domain>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n    </cachetune>\n  </cputune>\n</domain>";
+    let out = add(xml, &[Monitor::Cache]);
+    assert_eq!(
+        out.xml.unwrap(),
+        "<domain>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>"
+    );
+    let partial = xml.replace("<vcpu>2</vcpu>", "<vcpu>4</vcpu>");
+    let out = add(&partial, BOTH);
+    assert_eq!(out.xml, None);
+    assert_eq!(out.monitors_skipped.len(), 2);
+    assert!(out.monitors_skipped[0].contains("covers only some"), "{:?}", out.monitors_skipped);
+}
+
+#[test]
+fn one_line_and_self_closing() {
+    let xml = "<domain><name>d</name><vcpu>1</vcpu><devices/></domain>";
+    let out = add(xml, &[Monitor::MemoryBandwidth]);
+    assert_eq!(out.xml.unwrap(), "<domain><name>d</name><vcpu>1</vcpu><cputune><memorytune vcpus='0'><monitor vcpus='0'/></memorytune></cputune><devices/></domain>");
+    let xml = "<domain>\n  <vcpu>2</vcpu>\n  <cputune/>\n</domain>";
+    let out = add(xml, &[Monitor::Cache]);
+    assert_eq!(out.xml.unwrap(), "<domain>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>");
+}
+
+#[test]
+fn cpusets() {
+    assert_eq!(parse_cpuset("0-3,^2").unwrap().into_iter().collect::<Vec<_>>(), vec![0, 1, 3]);
+    assert_eq!(parse_cpuset(" 1 , 3-4 ").unwrap().len(), 3);
+    for bad in ["", "a", "3-1", "^1-2", "0-99999", "^0"] {
+        assert!(parse_cpuset(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn bad_layouts_are_left_alone() {
+    let two = "<domain><vcpu>2</vcpu><cputune/><cputune/></domain>";
+    assert!(add(two, &[Monitor::Cache]).monitors_skipped[0].contains("more than one"));
+    let bad_count = "<domain><vcpu>many</vcpu></domain>";
+    assert!(add(bad_count, &[Monitor::Cache]).monitors_skipped[0].contains("not a vCPU count"));
+    let other = "<domain><vcpu>2</vcpu><cputune><cachetune vcpus='0-1'><monitor level='3' vcpus='1'/></cachetune></cputune></domain>";
+    let out = add(other, &[Monitor::Cache]);
+    assert_eq!(out.xml, None);
+    assert!(out.monitors_skipped[0].contains("already has a monitor"));
+}
