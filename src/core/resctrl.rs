@@ -148,6 +148,8 @@ struct Layout {
     /// Children of the first `<cputune>`.
     cputune_children: Vec<Elem>,
     tunes: Vec<Tune>,
+    /// `<domain type='…'>`.
+    domain_type: Option<String>,
 }
 
 impl Layout {
@@ -205,6 +207,9 @@ impl Layout {
 
     /// An element opens with `stack` as its ancestors.
     fn open(&mut self, stack: &[Elem], elem: &Elem, e: &BytesStart<'_>) -> std::result::Result<(), String> {
+            if stack.is_empty() {
+            self.domain_type = attr(e, b"type")?;
+        }
         let parent = stack.last().map(|p| p.name.as_str());
         let in_first_cputune = self.cputunes.is_empty() && parent == Some("cputune") && stack.len() == 2;
         if in_first_cputune && (elem.name == "cachetune" || elem.name == "memorytune") {
@@ -328,7 +333,8 @@ fn need<'l>(l: &'l Layout, m: Monitor, all: &BTreeSet<u32>) -> std::result::Resu
         }
         if !set.is_empty() && set != *all {
             return Err(format!(
-                "<{} vcpus='{raw}'> covers only some of the guest's vCPUs ({all_text}); a {} monitor for all                  of them would overlap it (libvirt: \"Overlapping vcpus in resctrls\")",
+                "<{} vcpus='{raw}'> covers only some of the guest's vCPUs ({all_text}); a {} monitor for all of them \
+                 would overlap it (libvirt: \"Overlapping vcpus in resctrls\")",
                 t.elem.name,
                 m.as_str()
             ));
@@ -359,6 +365,14 @@ type Lines = Vec<(usize, String)>;
 
 /// The splices for `want`, the monitors they add, and why others were not added.
 fn plan_edits(l: &Layout, style: &Style<'_>, want: &[Monitor]) -> std::result::Result<(Vec<Edit>, Vec<Monitor>, Vec<String>), String> {
+    // Seen on libvirt 9.0.0: `virsh define` of a type='qemu' guest with any tune fails.
+    if l.domain_type.as_deref() != Some("kvm") {
+        let t = l.domain_type.as_deref().unwrap_or_default();
+        return Err(format!(
+            "libvirt allows resctrl only for type='kvm' guests, this one is type='{t}' \
+             (libvirt: \"cachetune is only supported for KVM domains\")"
+        ));
+    }
     if l.cputunes.len() > 1 {
         return Err("the guest has more than one <cputune>".to_string());
     }

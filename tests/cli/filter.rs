@@ -23,6 +23,10 @@ fn cases() -> Vec<PathBuf> {
 #[test]
 fn golden_cases() {
     for case in cases() {
+        if case.join("root").exists() {
+            // A case with its own fake host (resctrl): tests/cli/resctrl.rs runs it.
+            continue;
+        }
         let root = TempDir::new("golden");
         let cfg = case.join("config.json");
         let cfg = cfg.to_str().unwrap();

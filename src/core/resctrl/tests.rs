@@ -25,11 +25,11 @@ fn new_cputune_after_vcpu() {
 
 #[test]
 fn into_existing_allocation_and_partial_is_refused() {
-    let xml = "<domain>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n    </cachetune>\n  </cputune>\n</domain>";
+    let xml = "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n    </cachetune>\n  </cputune>\n</domain>";
     let out = add(xml, &[Monitor::Cache]);
     assert_eq!(
         out.xml.unwrap(),
-        "<domain>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>"
+        "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>"
     );
     let partial = xml.replace("<vcpu>2</vcpu>", "<vcpu>4</vcpu>");
     let out = add(&partial, BOTH);
@@ -40,12 +40,12 @@ fn into_existing_allocation_and_partial_is_refused() {
 
 #[test]
 fn one_line_and_self_closing() {
-    let xml = "<domain><name>d</name><vcpu>1</vcpu><devices/></domain>";
+    let xml = "<domain type='kvm'><name>d</name><vcpu>1</vcpu><devices/></domain>";
     let out = add(xml, &[Monitor::MemoryBandwidth]);
-    assert_eq!(out.xml.unwrap(), "<domain><name>d</name><vcpu>1</vcpu><cputune><memorytune vcpus='0'><monitor vcpus='0'/></memorytune></cputune><devices/></domain>");
-    let xml = "<domain>\n  <vcpu>2</vcpu>\n  <cputune/>\n</domain>";
+    assert_eq!(out.xml.unwrap(), "<domain type='kvm'><name>d</name><vcpu>1</vcpu><cputune><memorytune vcpus='0'><monitor vcpus='0'/></memorytune></cputune><devices/></domain>");
+    let xml = "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune/>\n</domain>";
     let out = add(xml, &[Monitor::Cache]);
-    assert_eq!(out.xml.unwrap(), "<domain>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>");
+    assert_eq!(out.xml.unwrap(), "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>");
 }
 
 #[test]
@@ -59,12 +59,19 @@ fn cpusets() {
 
 #[test]
 fn bad_layouts_are_left_alone() {
-    let two = "<domain><vcpu>2</vcpu><cputune/><cputune/></domain>";
+    let two = "<domain type='kvm'><vcpu>2</vcpu><cputune/><cputune/></domain>";
     assert!(add(two, &[Monitor::Cache]).monitors_skipped[0].contains("more than one"));
-    let bad_count = "<domain><vcpu>many</vcpu></domain>";
+    let bad_count = "<domain type='kvm'><vcpu>many</vcpu></domain>";
     assert!(add(bad_count, &[Monitor::Cache]).monitors_skipped[0].contains("not a vCPU count"));
-    let other = "<domain><vcpu>2</vcpu><cputune><cachetune vcpus='0-1'><monitor level='3' vcpus='1'/></cachetune></cputune></domain>";
+    let other = "<domain type='kvm'><vcpu>2</vcpu><cputune><cachetune vcpus='0-1'><monitor level='3' vcpus='1'/></cachetune></cputune></domain>";
     let out = add(other, &[Monitor::Cache]);
     assert_eq!(out.xml, None);
     assert!(out.monitors_skipped[0].contains("already has a monitor"));
+}
+
+#[test]
+fn only_kvm_guests() {
+    let out = add("<domain type='qemu'><vcpu>1</vcpu></domain>", &[Monitor::Cache]);
+    assert_eq!(out.xml, None);
+    assert!(out.monitors_skipped[0].contains("only for type='kvm' guests, this one is type='qemu'"), "{:?}", out.monitors_skipped);
 }
