@@ -291,7 +291,7 @@ fn diff_is_minimal_and_patch_applies_it() {
     if !have("patch") {
         skip!("patch not installed (apt-get install patch)");
     }
-    for case in cases() {
+    for case in cases().into_iter().filter(|c| !c.join("root").exists()) {
         let d = diff_of(&case);
         let want = std::fs::read_to_string(case.join("out.xml")).unwrap();
         let target = root.write("target.xml", &std::fs::read_to_string(case.join("in.xml")).unwrap());

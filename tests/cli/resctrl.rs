@@ -68,6 +68,29 @@ fn golden_cases_with_fake_resctrl() {
     }
 }
 
+/// `--diff` shows the monitors with the `<perf>` change, and `patch` makes `out.xml` from it.
+#[test]
+fn diff_patches_input_into_output() {
+    if !have("patch") {
+        skip!("patch not installed (apt-get install patch)");
+    }
+    for case in cases() {
+        let root = fake_root(&case);
+        let cfg = case.join("config.json");
+        let input = case.join("in.xml");
+        let d = stdout(&run_in(root.path(), &["filter", "--diff", "-c", cfg.to_str().unwrap(), input.to_str().unwrap()], ""));
+        let want = std::fs::read_to_string(case.join("out.xml")).unwrap();
+        let target = root.write("target.xml", &std::fs::read_to_string(&input).unwrap());
+        if !d.is_empty() {
+            let mut cmd = Command::new("patch");
+            cmd.args(["--quiet", "--batch", "--no-backup-if-mismatch"]).arg(&target);
+            let out = feed(cmd, &d);
+            assert!(out.status.success(), "{}: patch failed: {}{}\n{d}", case.display(), stdout(&out), stderr(&out));
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), want, "{}: patched input is not out.xml", case.display());
+    }
+}
+
 /// Each case's verdict, as `--dry-run` says it.
 #[test]
 fn dry_run_says_what_and_why() {
