@@ -120,6 +120,20 @@ pub fn add_monitors(doc: &Document<'_>, mut outcome: Outcome, want: &[Monitor]) 
     Ok(outcome)
 }
 
+/// The kinds of monitor `doc` has in its `<cputune>` (any vCPUs), e.g. from a live XML.
+pub fn monitors_in(doc: &Document<'_>) -> Vec<Monitor> {
+    let Ok(l) = Layout::scan(doc.text()) else { return Vec::new() };
+    let mut out: Vec<Monitor> = l
+        .tunes
+        .iter()
+        .filter(|t| !t.monitors.is_empty())
+        .map(|t| if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// An element's position in the text.
 #[derive(Debug, Clone, Default)]
 struct Elem {

@@ -75,3 +75,33 @@ fn only_kvm_guests() {
     assert_eq!(out.xml, None);
     assert!(out.monitors_skipped[0].contains("only for type='kvm' guests, this one is type='qemu'"), "{:?}", out.monitors_skipped);
 }
+
+#[test]
+fn live_monitors_are_read() {
+    let xml = "<domain type='kvm'><vcpu>2</vcpu><cputune><cachetune vcpus='0-1'><cache id='0' level='3' type='both' size='1' unit='MiB'/></cachetune><memorytune vcpus='0-1'><monitor vcpus='1'/></memorytune></cputune></domain>";
+    assert_eq!(monitors_in(&Document::parse(xml).unwrap()), vec![Monitor::MemoryBandwidth]);
+}
+
+/// A small deterministic fuzz of the insertion (the cargo-fuzz target `resctrl` does this at
+/// scale): every golden resctrl input cut at each line, with odd layouts spliced in, never
+/// panics, and whatever changes parses again and is stable on a second pass.
+#[test]
+fn mutated_inputs_stay_sound() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let extras = ["<cputune/>", "<cputune></cputune>", "<cachetune vcpus='0-99'/>", "<vcpu>0</vcpu>", "<memorytune vcpus='^0'><monitor vcpus='x'/></memorytune>"];
+    for entry in std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("resctrl-")) {
+        let xml = std::fs::read_to_string(entry.path().join("in.xml")).unwrap();
+        let lines: Vec<&str> = xml.split_inclusive('\n').collect();
+        for i in 1..lines.len() {
+            for extra in extras {
+                let input = format!("{}{extra}\n{}", lines[..i].concat(), lines[i..].concat());
+                let Ok(doc) = Document::parse(&input) else { continue };
+                let out = doc.rewrite(&[], &Removals::default(), Existing::Respect).unwrap();
+                let out = add_monitors(&doc, out, BOTH).unwrap();
+                let Some(new) = out.xml else { continue };
+                let again = add(&new, BOTH);
+                assert_eq!(again.xml, None, "not idempotent:\n{input}\n---\n{new}");
+            }
+        }
+    }
+}
