@@ -189,8 +189,8 @@ impl Layout {
                         XmlEvent::Start(e) => (e, false),
                         _ => unreachable!("matched above"),
                     };
-                    let elem = Elem { name: name_of(&e), span: start..end, self_closing: empty, close_start: end };
-                    l.open(&stack, &elem, &e)?;
+                    let elem = Elem { name: name_of(e), span: start..end, self_closing: empty, close_start: end };
+                    l.open(&stack, &elem, e)?;
                     in_vcpu = stack.len() == 1 && elem.name == "vcpu" && !empty;
                     if in_vcpu {
                         l.vcpu = Some(String::new());
@@ -374,11 +374,13 @@ const BEFORE_CPUTUNE: &[&str] = &[
 ];
 
 type Edit = (Range<usize>, String);
+/// The splices, the monitors they add, and why others are not added.
+type Planned = (Vec<Edit>, Vec<Monitor>, Vec<String>);
 /// Lines of a fragment: nesting depth and text.
 type Lines = Vec<(usize, String)>;
 
 /// The splices for `want`, the monitors they add, and why others were not added.
-fn plan_edits(l: &Layout, style: &Style<'_>, want: &[Monitor]) -> std::result::Result<(Vec<Edit>, Vec<Monitor>, Vec<String>), String> {
+fn plan_edits(l: &Layout, style: &Style<'_>, want: &[Monitor]) -> std::result::Result<Planned, String> {
     // Seen on libvirt 9.0.0: `virsh define` of a type='qemu' guest with any tune fails.
     if l.domain_type.as_deref() != Some("kvm") {
         let t = l.domain_type.as_deref().unwrap_or_default();
@@ -403,7 +405,7 @@ fn plan_edits(l: &Layout, style: &Style<'_>, want: &[Monitor]) -> std::result::R
         match need(l, m, &all) {
             Ok(Need::Present) => {}
             Ok(Need::Into(t)) => {
-                edits.push(append_inside(style, &t.elem, t.first_child, &vec![(0, monitor)]));
+                edits.push(append_inside(style, &t.elem, t.first_child, &[(0, monitor)]));
                 added.push(m);
             }
             Ok(Need::NewTune) => {
