@@ -93,6 +93,8 @@ pub struct Guest {
     pub at_risk: Vec<AtRisk>,
     /// resctrl monitors the plan gives guests here that this running guest has not got live
     /// (`cache`, `memory-bandwidth`): it started before they were added, or they could not be.
+    /// Left out of the JSON when empty, so hosts without resctrl see schema 1 unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_monitors: Vec<Monitor>,
 }
 
