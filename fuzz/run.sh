@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-30}"
-targets=(rewrite config)
+targets=(rewrite config resctrl)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -7,6 +7,7 @@ use super::{read_input, Ctx};
 use crate::core::config::{Config, Unsupported};
 use crate::support::text::printable;
 use crate::core::diff;
+use crate::core::resctrl;
 use crate::core::rewrite::{Document, Outcome, Removals};
 use crate::host::plan::{self, Plan, Target, Unusable};
 use crate::support::error::{exit, Error, Result};
@@ -45,7 +46,8 @@ impl Filtered {
 
     /// Whether configured events were dropped or the guest lost events: worth a warning.
     pub fn notable(&self) -> bool {
-        !self.plan.dropped.is_empty() || !self.removed.is_empty()
+        let skipped = self.outcome.as_ref().is_some_and(|o| !o.monitors_skipped.is_empty());
+        !self.plan.dropped.is_empty() || !self.removed.is_empty() || skipped
     }
 
     /// Why the event `name` was removed, for messages.
@@ -96,6 +98,11 @@ pub fn rewrite_planned(cfg: &Config, plan: Plan, doc: &Document<'_>, domain: Str
     };
     let (always, if_enabled) = (names(true), names(false));
     let outcome = doc.rewrite(&plan.add, &Removals { if_enabled: &if_enabled, always: &always }, cfg.existing)?;
+    // Replace, don't remove: configured events and events healed out of the guest that resctrl
+    // can monitor get their monitor.
+    let mut monitors = plan.monitors.clone();
+    monitors.extend(outcome.removed.iter().filter_map(|e| plan.monitor_for(e)));
+    let outcome = resctrl::add_monitors(doc, outcome, &monitors)?;
     let gone: HashSet<&str> = outcome.removed.iter().map(String::as_str).collect();
     let removed = unusable.iter().filter(|u| gone.contains(u.event.as_str())).cloned().collect();
     Ok(Filtered { domain, outcome: Some(outcome), plan, removed })

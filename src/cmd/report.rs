@@ -11,6 +11,7 @@ use crate::core::version::Version;
 use crate::host::cache;
 use crate::host::{Finding, Status};
 use crate::host::plan::{self, Assessment, CacheState, Mode};
+use crate::host::resctrl::MonitorState;
 use crate::support::error::{exit, Result};
 use crate::support::paths::Paths;
 use crate::support::text::table;
@@ -35,6 +36,9 @@ struct EventRow {
     host: bool,
     host_reason: Option<String>,
     configured: bool,
+    /// The resctrl monitor that stands in for it (`cmt`, `mbmt`, `mbml` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resctrl: Option<MonitorState>,
 }
 
 fn event_rows(cfg: &Config, a: &Assessment) -> Vec<EventRow> {
@@ -50,6 +54,7 @@ fn event_rows(cfg: &Config, a: &Assessment) -> Vec<EventRow> {
                 host: reason.is_none(),
                 host_reason: reason,
                 configured: cfg.enabled_perf_events.contains(&ev.name),
+                resctrl: a.plan.resctrl.iter().find(|s| s.event == ev.name).cloned(),
             }
         })
         .collect()
@@ -84,6 +89,9 @@ pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
         })
         .collect();
     print!("{}", table(["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"], &cells));
+    for s in &a.plan.resctrl {
+        println!("{}", s.describe());
+    }
     Ok(exit::OK)
 }
 
@@ -159,6 +167,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
     for d in &a.plan.dropped {
         items.problem("event", format!("will drop {}: {}", d.event, d.reason));
     }
+    check_resctrl(&ctx.paths, &a, &mut items);
     let hooks = check_hooks(&ctx.paths, &mut items);
     check_daemon(&ctx.paths, hooks, &mut items);
     items.0.extend(crate::host::mac::check(&ctx.paths));
@@ -189,6 +198,36 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
         println!("{}", if code == exit::OK { "all well" } else { "problems found" });
     }
     Ok(code)
+}
+
+/// Each resctrl replacement, and the RMID budget: every running guest needs a monitoring
+/// group of its own when monitors are added, and the default group holds one RMID.
+fn check_resctrl(paths: &Paths, a: &Assessment, items: &mut Items) {
+    for s in &a.plan.resctrl {
+        match (s.available, a.plan.replaced.contains(&s.event)) {
+            (true, true) => items.ok("resctrl", format!("{} (will add a <{}> monitor)", s.describe(), s.monitor.element())),
+            _ => items.ok("resctrl", s.describe()),
+        }
+    }
+    let Some(rmids) = a.resctrl.num_rmids else { return };
+    let running = running_guests(paths);
+    let free = rmids.saturating_sub(1);
+    let msg = format!(
+        "resctrl monitors: {free} RMIDs free of {rmids} (num_rmids; the default group holds one), \
+         {running} running guests need one each"
+    );
+    if !a.plan.monitors.is_empty() && running as u64 > free {
+        items.problem("resctrl", format!("{msg}: {} would get none", running as u64 - free));
+    } else {
+        items.ok("resctrl", msg);
+    }
+}
+
+/// Running QEMU guests: libvirt keeps a status file for each (`/run/libvirt/qemu/NAME.xml`).
+fn running_guests(paths: &Paths) -> usize {
+    std::fs::read_dir(paths.host("/run/libvirt/qemu"))
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "xml")).count())
+        .unwrap_or(0)
 }
 
 /// The hook files libvirt runs; returns when the newest was installed, if all are.

@@ -19,6 +19,7 @@ use crate::libvirt::{self as lv, Call, Listing, Reply, Virsh, Xml};
 use crate::support::text::table;
 use crate::cmd::{filter, print_json, write_stdout, Ctx};
 use crate::core::config::Config;
+use crate::core::resctrl::{self, Monitor};
 use crate::core::rewrite::Document;
 use crate::host::plan::{self, Plan};
 use crate::support::error::{exit, Result};
@@ -90,6 +91,11 @@ pub struct Guest {
     pub reason: String,
     /// Events in the persistent config that make the next start fail here.
     pub at_risk: Vec<AtRisk>,
+    /// resctrl monitors the plan gives guests here that this running guest has not got live
+    /// (`cache`, `memory-bandwidth`): it started before they were added, or they could not be.
+    /// Left out of the JSON when empty, so hosts without resctrl see schema 1 unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_monitors: Vec<Monitor>,
 }
 
 impl Guest {
@@ -216,7 +222,7 @@ fn inspect_all(virsh: &Virsh, cfg: &Config, plan: &Plan, o: &StatusOpts) -> Resu
     let live: Vec<usize> = (0..guests.len()).filter(|&i| guests[i].running && guests[i].reason.is_empty()).collect();
     let calls: Vec<Call> = live.iter().map(|&i| lv::dumpxml(guests[i].uuid.as_deref().unwrap_or_default(), Xml::Live)).collect();
     virsh.batch(&calls, &[], &mut |k, reply| {
-        with_live(&mut guests[live[k]], &reply);
+        with_live(&mut guests[live[k]], &reply, &plan.monitors);
         Ok(())
     })?;
     Ok((guests, skipped))
@@ -234,6 +240,7 @@ fn inspect(cfg: &Config, plan: &Plan, target: &str, conf: &Reply, active: &HashS
         counters: Counters::Unknown,
         reason: String::new(),
         at_risk: Vec::new(),
+        missing_monitors: Vec::new(),
     };
     if conf.failed() || conf.stdout.trim().is_empty() {
         g.reason = conf.message();
@@ -263,14 +270,18 @@ fn inspect(cfg: &Config, plan: &Plan, target: &str, conf: &Reply, active: &HashS
 }
 
 /// Adds a running guest's live events (`dumpxml` without `--inactive`).
-fn with_live(g: &mut Guest, live: &Reply) {
+fn with_live(g: &mut Guest, live: &Reply, monitors: &[Monitor]) {
     let doc = if live.failed() || live.stdout.trim().is_empty() {
         Err(live.message())
     } else {
         Document::parse(&live.stdout).map_err(|e| e.to_string())
     };
     match doc {
-        Ok(doc) => g.live_events = enabled(&doc),
+        Ok(doc) => {
+            g.live_events = enabled(&doc);
+            let live = resctrl::monitors_in(&doc);
+            g.missing_monitors = monitors.iter().filter(|m| !live.contains(m)).copied().collect();
+        }
         Err(e) => {
             g.reason = format!("cannot read its live XML: {e}");
             return;
@@ -397,6 +408,11 @@ fn render(guests: &[Guest], skipped: &[String]) -> String {
         .map(|g| {
             let risk: Vec<String> = g.at_risk.iter().map(|r| r.event.clone()).collect();
             let mut detail = g.reason.clone();
+            if !g.missing_monitors.is_empty() {
+                let names: Vec<&str> = g.missing_monitors.iter().map(|m| m.as_str()).collect();
+                let sep = if detail.is_empty() { "" } else { "; " };
+                detail.push_str(&format!("{sep}no resctrl {} monitor live (takes effect at its next start)", names.join(",")));
+            }
             if !g.at_risk.is_empty() {
                 let each: Vec<String> = g.at_risk.iter().map(|r| format!("{} ({})", r.event, r.reason)).collect();
                 detail.push_str(&format!(

@@ -5,5 +5,6 @@ pub mod config;
 pub mod delta;
 pub mod diff;
 pub mod events;
+pub mod resctrl;
 pub mod rewrite;
 pub mod version;

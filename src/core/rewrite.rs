@@ -93,6 +93,11 @@ pub struct Outcome {
     pub edits: Vec<(Range<usize>, String)>,
     /// Events taken out because of [`Removals`], document order.
     pub removed: Vec<String>,
+    /// resctrl monitors added (`core::resctrl`). Not empty means the change touches more than
+    /// `<perf>` (`<cputune>`): it needs a whole-XML define, `virsh perf` cannot make it.
+    pub monitors: Vec<crate::core::resctrl::Monitor>,
+    /// Why a wanted monitor was not added (the guest's layout cannot take it safely).
+    pub monitors_skipped: Vec<String>,
 }
 
 /// Events to take out of `<perf>`. The rewrite only matches names; why an event goes is the
@@ -117,6 +122,11 @@ impl<'r> Removals<'r> {
 impl Outcome {
     pub fn changed(&self) -> bool {
         self.xml.is_some()
+    }
+
+    /// The change touches more than `<perf>` (a resctrl monitor in `<cputune>`).
+    pub fn beyond_perf(&self) -> bool {
+        !self.monitors.is_empty()
     }
 
     /// One-line summary for logs and `--dry-run`.
@@ -161,6 +171,13 @@ impl Outcome {
             let more = self.removed.len().saturating_sub(each.len());
             let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
             parts.push(format!("removed {}{tail}", each.join(", ")));
+        }
+        if !self.monitors.is_empty() {
+            let names: Vec<&str> = self.monitors.iter().map(|m| m.as_str()).collect();
+            parts.push(format!("added resctrl monitor {}", names.join(",")));
+        }
+        for why in &self.monitors_skipped {
+            parts.push(format!("no resctrl monitor: {why}"));
         }
         if parts.is_empty() {
             "unchanged".to_string()
@@ -323,19 +340,19 @@ impl<'a> Document<'a> {
             return Ok(out);
         }
         edits.sort_by_key(|(r, _)| (r.start, r.end));
-        let mut xml = String::with_capacity(self.text.len() + 64 * lines.len().max(1));
-        let mut at = 0;
-        for (range, text) in &edits {
-            debug_assert!(range.start >= at, "overlapping edits");
-            let start = range.start.max(at);
-            xml.push_str(&self.text[at..start]);
-            xml.push_str(text);
-            at = range.end.max(at);
-        }
-        xml.push_str(&self.text[at..]);
-        out.xml = Some(xml);
+        out.xml = Some(splice(self.text, &edits));
         out.edits = edits;
         Ok(out)
+    }
+
+    /// The document's text, as given.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// How the document is laid out (indentation, quotes, line ends), for other splicers.
+    pub(crate) fn style(&self) -> Style<'a> {
+        Style::detect(self)
     }
 
     /// Edit that adds `lines` at the end of the existing first `<perf>`.
@@ -423,12 +440,27 @@ fn event_xml(name: &str, style: &Style) -> String {
     format!("<event name={q}{name}{q} enabled={q}yes{q}/>")
 }
 
+/// `text` with `edits` (sorted, not overlapping; equal starts keep their order) applied.
+pub(crate) fn splice(text: &str, edits: &[(Range<usize>, String)]) -> String {
+    let mut xml = String::with_capacity(text.len() + edits.iter().map(|(_, t)| t.len()).sum::<usize>());
+    let mut at = 0;
+    for (range, new) in edits {
+        debug_assert!(range.start >= at, "overlapping edits");
+        let start = range.start.max(at);
+        xml.push_str(&text[at..start]);
+        xml.push_str(new);
+        at = range.end.max(at);
+    }
+    xml.push_str(&text[at..]);
+    xml
+}
+
 /// How the input is laid out, so additions look like they belong.
-struct Style<'a> {
+pub(crate) struct Style<'a> {
     text: &'a str,
-    nl: &'static str,
-    unit: String,
-    quote: char,
+    pub(crate) nl: &'static str,
+    pub(crate) unit: String,
+    pub(crate) quote: char,
     /// Indentation of `<domain>`'s children when they sit on their own lines.
     child_indent: Option<String>,
 }
@@ -452,14 +484,14 @@ impl<'a> Style<'a> {
     }
 
     /// The whitespace between the start of `pos`'s line and `pos`, if that is all there is.
-    fn indent_before(&self, pos: usize) -> Option<String> {
+    pub(crate) fn indent_before(&self, pos: usize) -> Option<String> {
         let ls = self.line_start_if_indented(pos)?;
         Some(self.text[ls..pos].to_string())
     }
 
     /// Start of `pos`'s line when only spaces/tabs precede `pos` on it and it is not line 1's
     /// start of document (a document on one line counts as unindented).
-    fn line_start_if_indented(&self, pos: usize) -> Option<usize> {
+    pub(crate) fn line_start_if_indented(&self, pos: usize) -> Option<usize> {
         // Walk back over the indentation only: a search for the newline could cross a whole
         // one-line document, once per edit.
         let bytes = self.text.as_bytes();

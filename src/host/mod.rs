@@ -6,6 +6,7 @@ pub mod detect;
 pub mod mac;
 pub mod plan;
 pub mod probe;
+pub mod resctrl;
 
 /// How a line of the `check` report counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

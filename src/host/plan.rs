@@ -8,6 +8,8 @@ use crate::core::version::Version;
 use crate::host::cache::{self, CachedProbe, CachedVersion, Identity, Loaded, State};
 use crate::host::detect::{self, Detected};
 use crate::host::probe;
+use crate::host::resctrl::{self, MonitorState};
+use crate::core::resctrl::Monitor;
 use crate::support::paths::Paths;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +32,12 @@ pub struct Plan {
     /// for it (version known) or the host cannot open it (probe on). Judged for all 22 events,
     /// configured or not: a guest carrying one fails to start or restore.
     pub unusable: Vec<Unusable>,
+    /// Configured events the host cannot open as perf events but monitors through resctrl.
+    pub replaced: Vec<&'static str>,
+    /// The resctrl monitors a guest gets for [`Plan::replaced`].
+    pub monitors: Vec<Monitor>,
+    /// `cmt`, `mbmt`, `mbml` on this host through resctrl (empty: not judged).
+    pub resctrl: Vec<MonitorState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -46,6 +54,11 @@ impl Plan {
     /// A name outside the catalog is unknown to every libvirt release (none has added an event
     /// since 3.2.0), so libvirt rejects it once the version is known; with the version unknown
     /// nothing is judged by version.
+    /// The monitor that stands in for the event `name` here, if resctrl can give it.
+    pub fn monitor_for(&self, name: &str) -> Option<Monitor> {
+        self.resctrl.iter().find(|s| s.event == name && s.available).map(|s| s.monitor)
+    }
+
     pub fn unusable(&self, name: &str) -> Option<Unusable> {
         if let Some(u) = self.unusable.iter().find(|u| u.event == name) {
             return Some(u.clone());
@@ -95,6 +108,7 @@ pub fn judge(
         add: Vec::new(),
         dropped: Vec::new(),
         unusable: unusable_events(version, probe),
+        ..Plan::default()
     };
     for ev in configured {
         let reason = match version {
@@ -107,6 +121,32 @@ pub fn judge(
         }
     }
     plan
+}
+
+/// Puts the resctrl judgement into `plan`: a configured event the host cannot open as a perf
+/// event but can monitor through resctrl is replaced (not dropped); one it cannot monitor
+/// either stays dropped, the reason saying why resctrl does not help.
+pub fn apply_resctrl(plan: &mut Plan, states: Vec<MonitorState>) {
+    let mut dropped = Vec::new();
+    for mut d in std::mem::take(&mut plan.dropped) {
+        match states.iter().find(|s| s.event == d.event) {
+            Some(s) if s.available => {
+                log::info!("{} is replaced by a resctrl {} monitor", d.event, s.monitor.as_str());
+                plan.replaced.push(s.event);
+                if !plan.monitors.contains(&s.monitor) {
+                    plan.monitors.push(s.monitor);
+                }
+            }
+            Some(s) => {
+                d.reason = format!("{}; {}", d.reason, s.describe());
+                dropped.push(d);
+            }
+            None => dropped.push(d),
+        }
+    }
+    plan.dropped = dropped;
+    plan.monitors.sort();
+    plan.resctrl = states;
 }
 
 /// How much [`assess`] does.
@@ -180,6 +220,8 @@ pub struct Assessment {
     /// All 22 probe results, when the probe ran or came from the cache.
     pub probe: Option<probe::Results>,
     pub cache: CacheReport,
+    /// What `/sys/fs/resctrl` says (monitoring features, RMIDs).
+    pub resctrl: resctrl::Probe,
 }
 
 /// A libvirt version reported by the daemon (through virsh), with where it came from.
@@ -223,6 +265,7 @@ pub fn plan(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
             // Not knowing whether the remote kernel opens an event is no reason to take it out
             // of a guest: there only the version judges.
             plan.unusable = unusable_events(Some(r.version), None);
+            apply_resctrl(&mut plan, resctrl::judge(&resctrl::Probe::unknown(REMOTE_NO_PROBE), Some(r.version)));
             plan
         }
     }
@@ -248,9 +291,11 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reporte
     if let (Some((detected, source)), false) = (&given, want_probe) {
         // Nothing to detect, nothing to probe: leave the cache alone entirely.
         let detected = detected.clone();
-        let plan = judge(cfg, detected.version, source, None);
+        let mut plan = judge(cfg, detected.version, source, None);
+        let found = resctrl::probe(paths);
+        apply_resctrl(&mut plan, resctrl::judge(&found, detected.version));
         let cache = CacheReport { state: CacheState::Unused, detail: "version pinned and host_probe off".into() };
-        return Assessment { plan, detected, probe: None, cache };
+        return Assessment { plan, detected, probe: None, cache, resctrl: found };
     }
     let loaded = cache::load(paths);
     let old = loaded.state();
@@ -302,8 +347,10 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reporte
     let lookup = |ev: &Event| probe_result(probe.as_ref(), ev.name).map_err(|why| format!("the host cannot open it: {why}"));
     let use_probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&lookup) } else { None };
     let source = source.unwrap_or_else(|| detected.describe());
-    let plan = judge(cfg, detected.version, &source, use_probe);
-    Assessment { plan, detected, probe, cache }
+    let mut plan = judge(cfg, detected.version, &source, use_probe);
+    let found = resctrl::probe(paths);
+    apply_resctrl(&mut plan, resctrl::judge(&found, detected.version));
+    Assessment { plan, detected, probe, cache, resctrl: found }
 }
 
 /// One event's probe result; an event missing from the results counts as not openable.
@@ -447,7 +494,7 @@ mod tests {
         let c = cfg(&["page_faults", "cpu_cycles", "cmt"]);
         let p = plan(&paths, &c, &Target::Remote(r.clone()));
         assert_eq!(p.add, vec!["page_faults"]);
-        assert!(p.dropped.iter().all(|d| d.reason == REMOTE_NO_PROBE), "{p:?}");
+        assert!(p.dropped.iter().all(|d| d.reason.starts_with(REMOTE_NO_PROBE)), "{p:?}");
         assert!(p.unusable.is_empty(), "not knowing is no reason to remove: {p:?}");
         assert_eq!(p.version_source, r.source);
         assert!(!paths.root().exists(), "nothing local was touched");

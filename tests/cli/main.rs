@@ -16,6 +16,7 @@ mod mac;
 mod namespaces;
 mod race;
 mod package;
+mod resctrl;
 mod status;
 mod virsh;
 mod watch;
