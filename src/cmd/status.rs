@@ -142,7 +142,8 @@ pub fn summarize(guests: &[Guest]) -> Summary {
 pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
-    let plan = plan::plan(&ctx.paths, &cfg, &virsh.target(&cfg)?);
+    // A report: it reads the cache but never writes it.
+    let plan = plan::plan_with(&ctx.paths, &cfg, &virsh.target(&cfg)?, plan::CacheUse::ReadOnly);
     let (guests, skipped) = inspect_all(&virsh, &cfg, &plan, o)?;
     let mut guests = guests;
     judge_counters(&virsh, &mut guests)?;
