@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::snapshot::HostSnapshot;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_virt-perf-hook");
 
 /// Prints why a test did not run and returns from it; with `VPH_NO_SKIP=1` (CI) it panics
@@ -147,10 +149,14 @@ pub fn run_with(root: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -
 }
 
 /// `program` (the binary, or a path that runs it) with a clean environment: PATH, the fake
-/// `root`, and `env`.
+/// `root`, and `env`. On the real root (`/`) the binary's cache is the test's own
+/// ([`test_cache_dir`]): no test run of the binary touches the host's cache.
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, root: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("VIRT_PERF_HOOK_ROOT", root);
+    if root == Path::new("/") {
+        cmd.env(CACHE_ENV, test_cache_dir());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -269,12 +275,67 @@ pub fn host_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The cross-process lock `packaging/test-deb.sh` takes too, so a manual run of it and this test
-/// suite never change /etc/libvirt/hooks at the same time. Released on drop.
-pub fn system_flock() -> Option<nix::fcntl::Flock<std::fs::File>> {
+/// The cross-process lock every test that changes this host holds (`packaging/test-deb.sh`,
+/// `.ci/run`'s host check and manual experiments take it too, with `flock`), so two of them never
+/// change /etc/libvirt/hooks or run a libvirtd at the same time. Released on drop. Not getting it
+/// is an error, never a silent go-ahead: it panics after [`FLOCK_PATIENCE`] with who holds it.
+pub fn system_flock() -> nix::fcntl::Flock<std::fs::File> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = system_flock_path();
+    // Read-only suffices for flock; create it only when missing.
+    let opened = std::fs::File::open(&path).or_else(|_| std::fs::OpenOptions::new().write(true).create(true).open(&path));
+    let mut file = opened.unwrap_or_else(|e| panic!("cannot open the system test lock {path}: {e}"));
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return lock,
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < FLOCK_PATIENCE => {
+                if !told {
+                    say(&format!("waiting for {path} (held by another system test; see fuser -v {path})"));
+                    told = true;
+                }
+                file = f;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err((_, e)) => panic!("cannot take the system test lock {path} within {FLOCK_PATIENCE:?}: {e} (see fuser -v {path})"),
+        }
+    }
+}
+
+/// How long [`system_flock`] waits for another holder (a whole other suite may run meanwhile).
+pub const FLOCK_PATIENCE: Duration = Duration::from_secs(30 * 60);
+
+pub fn system_flock_path() -> String {
     let dir = if Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
-    let file = std::fs::File::create(format!("{dir}/virt-perf-hook-system-test.lock")).ok()?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+    format!("{dir}/virt-perf-hook-system-test.lock")
+}
+
+/// Both host locks (in-process, then cross-process), for a test that changes the host without
+/// a [`Libvirt`] (which holds them itself): package installs, say.
+pub struct HostLocks {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+pub fn host_locks() -> HostLocks {
+    let lock = host_lock();
+    HostLocks { _flock: system_flock(), _lock: lock }
+}
+
+/// The environment variable a debug build of the binary takes its cache directory from (the
+/// tool's `VIRT_PERF_HOOK_CACHE_DIR`; release builds ignore it).
+pub const CACHE_ENV: &str = "VIRT_PERF_HOOK_CACHE_DIR";
+
+/// The cache directory of the running [`Libvirt`] fixture, if one is alive.
+static FIXTURE_CACHE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// The cache directory the binary gets whenever a test runs it on the real root: the live
+/// [`Libvirt`] fixture's own (removed with it), else one under Cargo's target dir. Never the
+/// host's /var/cache/libvirt/virt-perf-hook, which only the package tests touch.
+pub fn test_cache_dir() -> PathBuf {
+    let fixture = FIXTURE_CACHE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    fixture.unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vph-real-root-cache"))
 }
 
 // ---- a real libvirtd of the test's own (root; CI installs libvirt and QEMU) ----
@@ -301,13 +362,71 @@ pub fn running(name: &str) -> bool {
     Command::new("pgrep").args(["-x", name]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-fn stop(pidfile: &str) {
-    let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) else { return };
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+/// Whether `pid` still runs (a zombie waiting for its reaper does not).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map_or(true, |(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
+}
+
+/// The pid in `pidfile`, else the one process named `name` (a daemon the fixture started whose
+/// pid file is gone).
+fn daemon_pid(pidfile: &str, name: &str) -> Option<i32> {
+    let from_file = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok());
+    from_file.filter(|&p| alive(p)).or_else(|| {
+        let out = Command::new("pgrep").args(["-x", name]).output().ok()?;
+        stdout(&out).lines().next()?.trim().parse().ok()
+    })
+}
+
+/// Stops the daemon `name` (`/run/NAME.pid`) and returns only once it is gone: SIGTERM, 15 s,
+/// then SIGKILL, so no daemon of a test outlives its locks. Says so loudly when even that fails
+/// (it cannot panic: it runs in `Drop`).
+fn stop(name: &str) {
+    use nix::sys::signal::{kill, Signal};
+    let Some(pid) = daemon_pid(&format!("/run/{name}.pid"), name) else { return };
+    let gone_within = |limit: Duration| {
+        let deadline = Instant::now() + limit;
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        !alive(pid)
+    };
+    let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+    if gone_within(Duration::from_secs(15)) {
+        return;
+    }
+    say(&format!("{name} (pid {pid}) ignored SIGTERM for 15 s: sending SIGKILL"));
+    let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    if !gone_within(Duration::from_secs(15)) {
+        say(&format!("FAIL: {name} (pid {pid}) still runs after SIGKILL; the host is not as the test found it"));
+    }
+}
+
+/// Why a libvirt daemon would answer that the test did not start: one running, or a systemd
+/// socket unit that starts one on the first connection.
+fn foreign_daemon() -> Option<String> {
+    for name in ["libvirtd", "virtqemud"] {
+        if running(name) {
+            return Some(format!(
+                "a {name} the test suite did not start is running (pgrep -x {name}); stop it (kill $(pgrep -x {name})): \
+                 the tests start their own so it finds their hooks"
+            ));
+        }
+    }
+    if Path::new("/run/systemd/system").is_dir() {
+        let units = ["libvirtd.socket", "libvirtd-ro.socket", "virtqemud.socket", "virtqemud-ro.socket"];
+        let active: Vec<&str> = units
+            .into_iter()
+            .filter(|u| Command::new("systemctl").args(["is-active", "--quiet", u]).status().is_ok_and(|s| s.success()))
+            .collect();
+        if !active.is_empty() {
+            let list = active.join(" ");
+            return Some(format!("socket units {list} are active: systemd would start a daemon the tests did not; systemctl stop {list}"));
+        }
+    }
+    None
 }
 
 /// A 64 MiB TCG guest (starts in about a second); `devices` go inside `<devices>`.
@@ -320,6 +439,7 @@ pub fn tcg_guest(name: &str, devices: &str) -> String {
 }
 
 /// The binary on the real host (root `/`) with `config`, against the test's daemon (the real config is not read).
+/// Its cache is the test's own ([`test_cache_dir`]).
 pub fn tool(config: &Path, args: &[&str]) -> Output {
     let mut cmd = clean_command(BIN, Path::new("/"), &[]);
     cmd.arg("--config").arg(config).args(args);
@@ -367,21 +487,22 @@ pub fn write_config(path: &Path, events: &[&str]) {
 }
 
 /// A libvirtd started by the test, and everything the test changed on the host, undone on drop
-/// (also when an assertion fails). Holds the in-process and the cross-process host locks.
+/// (also when an assertion fails): the daemons it started are stopped (and waited for), the
+/// guests it defined undefined, and the host's config, hook entries and caches put back exactly
+/// as found ([`HostSnapshot`]). Holds the in-process and the cross-process host locks, and gives
+/// every run of the binary (also the hook entries libvirt runs) a cache of its own.
 pub struct Libvirt {
     installed: Vec<PathBuf>,
     guests: Vec<String>,
     started_virtlogd: bool,
     started_libvirtd: bool,
-    cache_existed: bool,
     dev_log: bool,
-    /// The real config file as found (`None`: there was none), put back on drop.
-    config_before: Option<Vec<u8>>,
-    config_dir_existed: bool,
-    /// Hook directories this test created (removed again when empty).
-    created_dirs: Vec<&'static str>,
+    /// The host as found: the config, the hook tree, the caches.
+    snapshot: HostSnapshot,
+    /// Holds the binary's cache (`cache/virt-perf-hook`) and the symlinks the hook wrappers run.
+    own: TempDir,
     // Dropped after the clean-up above (fields drop after `Drop::drop`).
-    _flock: Option<nix::fcntl::Flock<std::fs::File>>,
+    _flock: nix::fcntl::Flock<std::fs::File>,
     _lock: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -399,10 +520,13 @@ impl Libvirt {
         if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
             return Err("qemu-system-x86_64 not installed".into());
         }
+        if !cfg!(debug_assertions) {
+            return Err("system tests need a debug build: only it honours the test cache dir (run cargo test without --release)".into());
+        }
         let lock = host_lock();
         let flock = system_flock();
-        if running("libvirtd") || running("virtqemud") {
-            return Err("a libvirt daemon is already running; this test starts its own so it finds the hooks".into());
+        if let Some(why) = foreign_daemon() {
+            return Err(why);
         }
         // Another hook in the chain (an installed package, say) would change what the test sees.
         let foreign: Vec<String> = std::fs::read_dir(QEMU_D)
@@ -411,32 +535,58 @@ impl Libvirt {
         if !foreign.is_empty() {
             return Err(format!("{QEMU_D} already holds {}; remove it (or the package) first", foreign.join(", ")));
         }
+        let own = TempDir::new("libvirt-fixture");
+        let cache = own.path().join("cache/virt-perf-hook");
+        *FIXTURE_CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache);
         Ok(Libvirt {
             installed: Vec::new(),
             guests: Vec::new(),
             started_virtlogd: false,
             started_libvirtd: false,
-            cache_existed: Path::new(CACHE_DIR).exists(),
             dev_log: false,
-            config_before: std::fs::read(CONFIG).ok(),
-            config_dir_existed: Path::new(CONFIG_DIR).exists(),
-            created_dirs: [QEMU_D, DAEMON_D].into_iter().filter(|d| !Path::new(d).exists()).collect(),
+            snapshot: HostSnapshot::take(),
+            own,
             _flock: flock,
             _lock: lock,
         })
     }
 
+    /// The cache directory every run of the binary uses while this fixture lives (the hook
+    /// entries and [`tool`] included): the test's own, never the host's.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.own.path().join("cache/virt-perf-hook")
+    }
+
     /// The shipped entry `src` (a symlink) at `dest`, pointing at `binary` (the built binary, or
     /// one that is gone); removed on drop. It reads the real config: see [`Libvirt::config`].
+    /// For the built binary, `dest` is a two-line wrapper that gives it the test's cache (libvirt
+    /// passes a hook no environment of ours) and execs the shipped symlink, recreated in the
+    /// test's directory under the same `qemu.d`/`daemon.d` name, so the binary still sees the
+    /// argv[0] libvirt would give it. Any other `binary` (one that is gone) is the bare symlink.
     pub fn install_entry(&mut self, src: &str, dest: &Path, binary: &Path) {
-        self.installed.push(shipped_entry(src, dest, binary));
+        if binary != Path::new(BIN) {
+            self.installed.push(shipped_entry(src, dest, binary));
+            return;
+        }
+        let sub = dest.parent().and_then(Path::file_name).unwrap().to_string_lossy().into_owned();
+        let link = self.own.path().join("entries").join(&sub).join(dest.file_name().unwrap());
+        shipped_entry(src, &link, binary);
+        let script = format!("#!/bin/sh\n{CACHE_ENV}={} exec {} \"$@\"\n", self.cache_dir().display(), link.display());
+        self.install_exec(dest, &script);
     }
 
     /// A qemu.d entry of the test's own that runs the built binary as the qemu hook with
     /// `config` and appends its stderr to `log`: libvirt drops a hook's stderr, and a symlink
-    /// (the shipped entry) cannot redirect it.
+    /// (the shipped entry) cannot redirect it. It uses the test's cache.
     pub fn install_logged_qemu_hook(&mut self, dest: &Path, config: &Path, log: &Path) {
-        self.install_exec(dest, &format!("#!/bin/sh\nexec {BIN} --config {} qemu \"$@\" 2>>{}\n", config.display(), log.display()));
+        let cache = self.cache_dir();
+        let script = format!(
+            "#!/bin/sh\n{CACHE_ENV}={} exec {BIN} --config {} qemu \"$@\" 2>>{}\n",
+            cache.display(),
+            config.display(),
+            log.display()
+        );
+        self.install_exec(dest, &script);
     }
 
     /// Writes the real config ([`CONFIG`], which the shipped entries read) with `events`; the
@@ -495,7 +645,7 @@ impl Libvirt {
 
     /// Stops the daemon and starts it again (guests keep running; libvirt reconnects to them).
     pub fn restart(&mut self) {
-        stop("/run/libvirtd.pid");
+        stop("libvirtd");
         self.started_libvirtd = false;
         self.start();
     }
@@ -520,34 +670,19 @@ impl Drop for Libvirt {
                 let _ = virsh(&["destroy", g]);
                 let _ = virsh(&["undefine", g, "--managed-save"]);
             }
-            stop("/run/libvirtd.pid");
+            stop("libvirtd");
         }
         if self.started_virtlogd {
-            stop("/run/virtlogd.pid");
+            stop("virtlogd");
         }
         for p in &self.installed {
             let _ = std::fs::remove_file(p);
         }
-        for d in &self.created_dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-        if !self.cache_existed {
-            let _ = std::fs::remove_dir_all(CACHE_DIR);
-        }
         if self.dev_log {
             let _ = std::fs::remove_file("/dev/log");
         }
-        match &self.config_before {
-            Some(text) => {
-                let _ = std::fs::write(CONFIG, text);
-            }
-            None => {
-                let _ = std::fs::remove_file(CONFIG);
-                if !self.config_dir_existed {
-                    let _ = std::fs::remove_dir(CONFIG_DIR);
-                }
-            }
-        }
+        *FIXTURE_CACHE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.snapshot.restore();
     }
 }
 

@@ -13,6 +13,7 @@ mod host;
 mod hostile;
 mod mac;
 mod package;
+mod snapshot;
 mod status;
 mod virsh;
 mod watch;
