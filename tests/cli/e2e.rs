@@ -1,6 +1,6 @@
 //! End to end on a real libvirtd (root and VPH_SYSTEM_TESTS=1 only; CI installs libvirt and
 //! QEMU): the shipped qemu.d and daemon.d entries (symlinks straight to the binary, here the built
-//! one) run with the real config file, a TCG guest goes through save/restore and managedsave/start, and the configured
+//! one, run through a wrapper that gives it the test's cache) run with the real config file, a TCG guest goes through save/restore and managedsave/start, and the configured
 //! software events are live afterwards while the hardware event this host cannot open is dropped
 //! (so the guest still restores). Entries whose binary is gone (dangling symlinks) are skipped by
 //! libvirt: guests start with them in place.

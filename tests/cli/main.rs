@@ -11,6 +11,7 @@ mod heal;
 mod hook;
 mod host;
 mod hostile;
+mod libvirtd;
 mod mac;
 mod package;
 mod snapshot;
