@@ -285,22 +285,21 @@ pub fn system_flock() -> nix::fcntl::Flock<std::fs::File> {
     let path = system_flock_path();
     // Read-only suffices for flock; create it only when missing.
     let opened = std::fs::File::open(&path).or_else(|_| std::fs::OpenOptions::new().write(true).create(true).open(&path));
-    let mut file = opened.unwrap_or_else(|e| panic!("cannot open the system test lock {path}: {e}"));
-    let start = Instant::now();
-    let mut told = false;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return lock,
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < FLOCK_PATIENCE => {
-                if !told {
-                    say(&format!("waiting for {path} (held by another system test; see fuser -v {path})"));
-                    told = true;
-                }
-                file = f;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err((_, e)) => panic!("cannot take the system test lock {path} within {FLOCK_PATIENCE:?}: {e} (see fuser -v {path})"),
-        }
+    let file = opened.unwrap_or_else(|e| panic!("cannot open the system test lock {path}: {e}"));
+    if let Ok(lock) = Flock::lock(file.try_clone().unwrap(), FlockArg::LockExclusiveNonblock) {
+        return lock;
+    }
+    say(&format!("waiting for {path} (held by another system test; see fuser -v {path})"));
+    // A blocking wait, woken by the kernel on release like `flock` itself (polling would lose to
+    // every blocked waiter), in a thread so that it can be given up after FLOCK_PATIENCE.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e));
+    });
+    match rx.recv_timeout(FLOCK_PATIENCE) {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(e)) => panic!("cannot take the system test lock {path}: {e}"),
+        Err(_) => panic!("the system test lock {path} is still held after {FLOCK_PATIENCE:?} (see fuser -v {path})"),
     }
 }
 
