@@ -22,9 +22,12 @@ command -v lintian >/dev/null 2>&1 || skip "lintian not found (apt-get install l
 # One system test at a time: the hook end-to-end test also installs into /etc/libvirt/hooks.
 lock=/run/lock/virt-perf-hook-system-test.lock
 [ -d /run/lock ] || lock=/tmp/virt-perf-hook-system-test.lock
-if command -v flock >/dev/null 2>&1; then
+# The test suite takes it before running this script and says so (VPH_SYSTEM_FLOCK_HELD=1):
+# taking it again here, on another open file, would wait for ourselves.
+if [ "${VPH_SYSTEM_FLOCK_HELD:-}" != 1 ]; then
+    command -v flock >/dev/null 2>&1 || { echo "FAIL $name: flock not found (apt-get install util-linux)" >&2; exit 1; }
     exec 9>"$lock"
-    flock -w 300 9 || skip "could not take $lock within 300 s"
+    flock -w 1800 9 || { echo "FAIL $name: could not take $lock within 1800 s (see fuser -v $lock)" >&2; exit 1; }
 fi
 
 entries="/etc/libvirt/hooks/qemu.d/virt-perf-hook /etc/libvirt/hooks/daemon.d/virt-perf-hook"
@@ -37,7 +40,7 @@ done
 # dpkg removes the package's directories qemu.d/ and daemon.d/ on remove when they are empty, even
 # if they were there before; cleanup puts them back.
 dirs_before=""
-for d in /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d /var/cache/libvirt; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
+for d in /etc/libvirt/hooks /etc/libvirt/hooks/qemu.d /etc/libvirt/hooks/daemon.d /var/cache/libvirt; do [ -d "$d" ] && dirs_before="$dirs_before $d"; done
 
 scratch=$(mktemp -d)
 cleanup() {
@@ -45,6 +48,8 @@ cleanup() {
         echo "$name: cleanup: purging virt-perf-hook"
         dpkg -P virt-perf-hook >/dev/null 2>&1 || echo "$name: cleanup: dpkg -P failed" >&2
     fi
+    # The symlink planted by the install check, if the install never replaced it.
+    [ -L /var/cache/libvirt/virt-perf-hook ] && rm -f /var/cache/libvirt/virt-perf-hook
     rm -rf "$scratch"
     # Give back the (empty) hook directories that were here before; drop libvirt's cache dir if
     # the package created it (postinst does when libvirt is not installed).
@@ -71,9 +76,24 @@ else
 fi
 
 # --- install -------------------------------------------------------------------------------
+# A symlink planted where the cache directory goes: the install must replace it, never chmod or
+# chown (or write into) its target.
+victim="$scratch/victim"
+planted=""
+if [ -d /var/cache/libvirt ]; then
+    install -d -m 0755 -o nobody "$victim"
+    ln -s "$victim" /var/cache/libvirt/virt-perf-hook && planted=1
+else
+    note "no /var/cache/libvirt (libvirt not installed): the planted-symlink check does not run"
+fi
 if ! dpkg -i --force-confdef --force-confold "$deb"; then
     echo "FAIL $name: dpkg -i failed" >&2
     exit 1
+fi
+if [ -n "$planted" ]; then
+    check "the cache dir planted as a symlink is a directory again" test -d /var/cache/libvirt/virt-perf-hook -a ! -L /var/cache/libvirt/virt-perf-hook
+    same "$(mode "$victim")" "755 nobody:root" "the planted symlink's target keeps its mode and owner"
+    same "$(ls -A "$victim")" "" "nothing was written into the planted symlink's target"
 fi
 same "$(status)" "install ok installed" "dpkg -i: installed"
 same "$(mode /usr/bin/virt-perf-hook)" "755 root:root" "binary /usr/bin/virt-perf-hook 0755 root:root"

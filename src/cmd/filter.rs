@@ -9,7 +9,7 @@ use crate::support::text::printable;
 use crate::core::diff;
 use crate::core::resctrl;
 use crate::core::rewrite::{Document, Outcome, Removals};
-use crate::host::plan::{self, Plan, Target, Unusable};
+use crate::host::plan::{self, CacheUse, Plan, Target, Unusable};
 use crate::support::error::{exit, Error, Result};
 use crate::support::paths::Paths;
 
@@ -76,13 +76,18 @@ pub fn filter(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>) -> R
 
 /// [`filter`] for the host `target` names (`define --connect` may point at another host).
 pub fn filter_for(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, target: &Target) -> Result<Filtered> {
+    filter_using(paths, cfg, xml, domain, target, CacheUse::ReadWrite)
+}
+
+/// [`filter_for`], writing the cache only with [`CacheUse::ReadWrite`] (`--dry-run` only reads it).
+pub fn filter_using(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>, target: &Target, use_: CacheUse) -> Result<Filtered> {
     let doc = Document::parse(xml)?;
     let domain = domain.or(doc.name()).unwrap_or_default().to_string();
     if !cfg.domains.selects(&domain) {
         log::info!("domain '{}' is not selected by the config's domains include/exclude", printable(&domain));
         return Ok(Filtered { domain, outcome: None, plan: Plan::default(), removed: Vec::new() });
     }
-    let plan = plan::plan(paths, cfg, target);
+    let plan = plan::plan_with(paths, cfg, target, use_);
     rewrite_planned(cfg, plan, &doc, domain)
 }
 
@@ -129,7 +134,8 @@ pub fn unusable_in(plan: &Plan, doc: &Document<'_>) -> Vec<Unusable> {
 pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
     let cfg = ctx.load_config()?;
     let xml = read_input(input)?;
-    let result = filter(&ctx.paths, &cfg, &xml, None)?;
+    let use_ = if mode == FilterMode::DryRun { CacheUse::ReadOnly } else { CacheUse::ReadWrite };
+    let result = filter_using(&ctx.paths, &cfg, &xml, None, &Target::Local, use_)?;
     if result.notable() && mode != FilterMode::DryRun {
         result.log("");
     }

@@ -1,5 +1,6 @@
 //! The `events`, `check` and `refresh` commands: what this host supports, whether the setup
-//! works, and rebuilding the cache. None of them connects to libvirt.
+//! works, and rebuilding the cache. None of them connects to libvirt; only `refresh` writes the
+//! cache (`events` and `check` read it, and compute in memory what is missing or stale).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
 use crate::host::cache;
 use crate::host::{Finding, Status};
-use crate::host::plan::{self, Assessment, CacheState, Mode};
+use crate::host::plan::{self, Assessment, CacheState, CacheUse, Mode};
 use crate::host::resctrl::MonitorState;
 use crate::support::error::{exit, Result};
 use crate::support::paths::Paths;
@@ -70,7 +71,7 @@ fn yes_no(b: bool) -> &'static str {
 
 pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
     let cfg = config_or_default(ctx, "showing configured = no for all events");
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Report, None);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Report, None, CacheUse::ReadOnly);
     let rows = event_rows(&cfg, &a);
     if json {
         print_json(&rows)?;
@@ -133,7 +134,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
             (Config::default(), false)
         }
     };
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Plan, None);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Plan, None, CacheUse::ReadOnly);
     match a.detected.version {
         Some(v) => items.ok("version", format!("libvirt {v} (from {})", a.detected.describe())),
         None => items.problem(
@@ -370,7 +371,7 @@ pub fn refresh(ctx: &Ctx) -> Result<i32> {
         Ok(done) => done.iter().for_each(|d| println!("cache: {d}")),
         Err(e) => println!("cache: {e}"),
     }
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh, None);
+    let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh, None, CacheUse::ReadWrite);
     match a.detected.version {
         Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),
         None => println!("libvirt: unknown (no libvirt library or daemon found; nothing will be added)"),

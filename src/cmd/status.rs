@@ -164,7 +164,8 @@ pub fn status(ctx: &Ctx, o: &StatusOpts) -> Result<i32> {
 
 fn examine(ctx: &Ctx, cfg: &Config, o: &StatusOpts) -> Result<i32> {
     let virsh = Virsh::from_env(o.connect.clone(), &ctx.paths);
-    let plan = plan::plan(&ctx.paths, cfg, &crate::cmd::sweep::target(&virsh, cfg)?);
+    // A report: it reads the cache but never writes it.
+    let plan = plan::plan_with(&ctx.paths, cfg, &crate::cmd::sweep::target(&virsh, cfg)?, plan::CacheUse::ReadOnly);
     let (guests, skipped) = inspect_all(&virsh, cfg, &plan, o)?;
     let mut guests = guests;
     judge_counters(&virsh, &mut guests)?;

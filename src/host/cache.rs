@@ -71,8 +71,15 @@ pub struct CachedProbe {
 }
 
 impl CachedVersion {
-    /// `None` when still valid, else why not.
+    /// `None` when still valid, else why not. A version that contradicts its own library file
+    /// name (`libvirt.so.0.9000.0` recorded as 1.0.0) was not written by us: it is not believed.
     pub fn stale_reason(&self) -> Option<String> {
+        if self.source == Source::Library {
+            let named = self.path.file_name().and_then(|n| n.to_str()).and_then(crate::host::detect::parse_soname);
+            if named != Some(self.version) {
+                return Some(format!("cached version {} contradicts its library file {}", self.version, self.path.display()));
+            }
+        }
         match Identity::of(&self.path) {
             Some(id) if id == self.identity => None,
             Some(_) => Some(format!("{} changed", self.path.display())),
@@ -388,6 +395,28 @@ mod tests {
         assert!(v.stale_reason().unwrap().contains("changed"));
         std::fs::remove_file(&v.path).unwrap();
         assert!(v.stale_reason().unwrap().contains("gone"));
+    }
+
+    #[test]
+    fn a_version_contradicting_its_library_name_is_not_believed() {
+        let paths = fake_root("contra");
+        let mut state = sample(&paths);
+        let v = state.version.as_mut().unwrap();
+        assert_eq!(v.stale_reason(), None);
+        v.version = Version::new(1, 0, 0);
+        let why = v.stale_reason().expect("1.0.0 from libvirt.so.0.9000.0 believed");
+        assert!(why.contains("contradicts") && why.contains("libvirt.so.0.9000.0"), "{why}");
+        // Read back from disk too: a file that says so is stale, and the plan detects anew.
+        store(&paths, &state).unwrap();
+        let Loaded::Found(got) = load(&paths) else { panic!("not found") };
+        assert!(got.version.unwrap().stale_reason().is_some());
+        let cfg = crate::core::config::Config { enabled_perf_events: vec!["page_faults"], ..Default::default() };
+        let a = crate::host::plan::assess(&paths, &cfg, crate::host::plan::Mode::Plan, None, crate::host::plan::CacheUse::ReadOnly);
+        assert_eq!(a.detected.version, Some(Version::new(9, 0, 0)), "detected from the file name, not the cache");
+        // A daemon version has no name to contradict.
+        let mut d = sample(&paths).version.unwrap();
+        (d.source, d.version) = (Source::Daemon, Version::new(1, 0, 0));
+        assert_eq!(d.stale_reason(), None);
     }
 
     #[test]

@@ -160,6 +160,15 @@ pub enum Mode {
     Refresh,
 }
 
+/// Whether a command may write the cache. The reports (`status`, `events`, `check`,
+/// `filter --dry-run`) only read it: a fresh, trusted cache is used, anything else is computed
+/// in memory and left as it was. The rewriting commands, `refresh` and the hooks write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    ReadWrite,
+    ReadOnly,
+}
+
 /// What the cache was found as, or what was done to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,9 +260,14 @@ pub const REMOTE_NO_PROBE: &str = "cannot probe the remote host; set \"host_prob
 /// `state.json`, read `boot_id` (only with `host_probe`), `stat` the library file the version
 /// came from; no exec, no directory scan, no syscall probe.
 pub fn plan(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
+    plan_with(paths, cfg, target, CacheUse::ReadWrite)
+}
+
+/// [`plan`], writing the cache only with [`CacheUse::ReadWrite`].
+pub fn plan_with(paths: &Paths, cfg: &Config, target: &Target, use_: CacheUse) -> Plan {
     match target {
-        Target::Local => assess(paths, cfg, Mode::Plan, None).plan,
-        Target::LocalReported(r) => assess(paths, cfg, Mode::Plan, Some(r)).plan,
+        Target::Local => assess(paths, cfg, Mode::Plan, None, use_).plan,
+        Target::LocalReported(r) => assess(paths, cfg, Mode::Plan, Some(r), use_).plan,
         Target::Remote(r) => {
             // Software events are kernel counters every Linux host with perf has.
             let remote = |ev: &Event| match ev.kind {
@@ -276,13 +290,14 @@ pub fn plan(paths: &Paths, cfg: &Config, target: &Target) -> Plan {
 /// logged, and the tool works without it.
 pub fn refresh(paths: &Paths, pin: Option<Version>) {
     let cfg = Config { libvirt_version: pin, ..Config::default() };
-    assess(paths, &cfg, Mode::Refresh, None);
+    assess(paths, &cfg, Mode::Refresh, None, CacheUse::ReadWrite);
 }
 
 /// The plan and everything behind it (version source, all probe results, the cache), for the
 /// reports and `refresh`. `reported`: the version the daemon gave through virsh, which then
-/// replaces the pin and detection.
-pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reported>) -> Assessment {
+/// replaces the pin and detection. With [`CacheUse::ReadOnly`] nothing is written (a refresh
+/// always writes).
+pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reported>, use_: CacheUse) -> Assessment {
     let want_probe = cfg.host_probe || mode != Mode::Plan;
     let given = match reported {
         Some(r) => Some((Detected::reported(r.version), r.source.clone())),
@@ -343,7 +358,8 @@ pub fn assess(paths: &Paths, cfg: &Config, mode: Mode, reported: Option<&Reporte
         }
     });
 
-    let cache = cache_report(paths, &loaded, &old, &state, &stale, force);
+    let write = force || use_ == CacheUse::ReadWrite;
+    let cache = cache_report(paths, &loaded, (&old, &state), &stale, force, write);
     let lookup = |ev: &Event| probe_result(probe.as_ref(), ev.name).map_err(|why| format!("the host cannot open it: {why}"));
     let use_probe: Option<&dyn Fn(&Event) -> ProbeResult> = if cfg.host_probe { Some(&lookup) } else { None };
     let source = source.unwrap_or_else(|| detected.describe());
@@ -369,8 +385,9 @@ fn cache_entry(d: &Detected) -> Option<CachedVersion> {
     Some(CachedVersion { version: d.version?, source: d.source, path, identity })
 }
 
-/// Writes the state when it changed (or was unreadable) and says what the cache was and is.
-fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale: &[String], force: bool) -> CacheReport {
+/// Writes the state when it changed (or was unreadable) and `write` allows, and says what the
+/// cache was and is.
+fn cache_report(paths: &Paths, loaded: &Loaded, (old, new): (&State, &State), stale: &[String], force: bool, write: bool) -> CacheReport {
     // "fresh" only when nothing had to be detected or probed again.
     let (state, why) = match loaded {
         Loaded::Missing => (CacheState::Missing, String::new()),
@@ -381,11 +398,8 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
         Loaded::Found(_) => (CacheState::Fresh, String::new()),
     };
     let must_write = (new != old || !matches!(loaded, Loaded::Found(_)) || force) && state != CacheState::Untrusted;
-    let written = if must_write && (new.version.is_some() || new.probe.is_some() || force) {
-        Some(cache::store(paths, new))
-    } else {
-        None
-    };
+    let worth = must_write && (new.version.is_some() || new.probe.is_some() || force);
+    let written = (worth && write).then(|| cache::store(paths, new));
     let mut detail = why;
     let mut push = |s: &str| {
         if !detail.is_empty() {
@@ -415,6 +429,7 @@ fn cache_report(paths: &Paths, loaded: &Loaded, old: &State, new: &State, stale:
             return CacheReport { state, detail };
         }
         None if state == CacheState::Untrusted => {}
+        None if worth => push("not written: this command only reads the cache (refresh writes it)"),
         None if state != CacheState::Fresh && new.version.is_none() && new.probe.is_none() => push("nothing to cache yet"),
         None if state != CacheState::Fresh => push("unchanged"),
         None => {}
@@ -484,6 +499,36 @@ mod tests {
         assert_eq!(p.unusable.len(), 13);
         assert!(p.unusable("page_faults").is_none());
         assert!(p.unusable("future_event").is_none());
+    }
+
+    /// The reports read the cache but never create or write it (issue 20).
+    #[test]
+    fn read_only_assessment_leaves_no_cache_behind() {
+        let paths = crate::support::paths::FakeRoot::new("plan-ro");
+        let lib = paths.host("/usr/lib64/libvirt.so.0.9000.0");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, "").unwrap();
+        std::fs::create_dir_all(paths.boot_id().parent().unwrap()).unwrap();
+        std::fs::write(paths.boot_id(), "b1\n").unwrap();
+        let c = cfg(&["page_faults"]);
+        for mode in [Mode::Plan, Mode::Report] {
+            let a = assess(&paths, &c, mode, None, CacheUse::ReadOnly);
+            assert_eq!(a.plan.version, Some(Version::new(9, 0, 0)));
+            assert_eq!(a.cache.state, CacheState::Missing, "{:?}", a.cache);
+            assert!(a.cache.detail.contains("not written"), "{:?}", a.cache);
+            assert!(!paths.cache_dir().exists(), "{mode:?} created the cache");
+        }
+        assert!(!paths.root().join("var").exists(), "nothing under /var");
+        // A writer writes it; then a reader finds it fresh and leaves it byte for byte.
+        assess(&paths, &c, Mode::Report, None, CacheUse::ReadWrite);
+        let before = std::fs::read(paths.state_file()).unwrap();
+        let a = assess(&paths, &c, Mode::Report, None, CacheUse::ReadOnly);
+        assert_eq!(a.cache.state, CacheState::Fresh);
+        // Stale (another boot): computed in memory, the file unchanged.
+        std::fs::write(paths.boot_id(), "b2\n").unwrap();
+        let a = assess(&paths, &c, Mode::Report, None, CacheUse::ReadOnly);
+        assert_eq!(a.cache.state, CacheState::Stale);
+        assert_eq!(std::fs::read(paths.state_file()).unwrap(), before);
     }
 
     #[test]

@@ -2,11 +2,17 @@
 //!
 //! `VIRT_PERF_HOOK_ROOT` (tests only) re-roots `/etc`, `/usr/lib`, `/sys`, `/proc`, `/run` and
 //! `/var/cache`, so tests fake a whole host in a temporary directory.
+//!
+//! `VIRT_PERF_HOOK_CACHE_DIR` (debug builds only) moves just the cache, so a test against the
+//! real libvirtd and the real `/etc` never writes the host's cache. A release build (what the
+//! packages ship) ignores it: nothing in the environment may redirect what the root hook trusts.
 
 use std::path::{Path, PathBuf};
 
 pub const ROOT_ENV: &str = "VIRT_PERF_HOOK_ROOT";
 pub const CONFIG_ENV: &str = "VIRT_PERF_HOOK_CONFIG";
+/// Honoured only when built with debug assertions (`cargo build`/`cargo test`): see the module doc.
+pub const CACHE_ENV: &str = "VIRT_PERF_HOOK_CACHE_DIR";
 
 pub const DEFAULT_CONFIG: &str = "/etc/virt-perf-hook/config.json";
 /// Under libvirt's own cache dir, so it carries libvirt's SELinux label (`virt_cache_t`), which
@@ -38,19 +44,33 @@ pub const DAEMON_BINARIES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     root: PathBuf,
+    /// The cache directory when not `CACHE_DIR` under the root (tests only).
+    cache: Option<PathBuf>,
 }
 
 impl Paths {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Paths { root: root.into() }
+        Paths { root: root.into(), cache: None }
     }
 
-    /// `/`, or `$VIRT_PERF_HOOK_ROOT` when set and non-empty.
+    /// `/`, or `$VIRT_PERF_HOOK_ROOT` when set and non-empty; in a debug build the cache dir
+    /// is `$VIRT_PERF_HOOK_CACHE_DIR` when that is an absolute path.
     pub fn from_env() -> Self {
-        match std::env::var_os(ROOT_ENV) {
+        let mut paths = match std::env::var_os(ROOT_ENV) {
             Some(r) if !r.is_empty() => Paths::new(r),
             _ => Paths::new("/"),
+        };
+        if cfg!(debug_assertions) {
+            paths.cache = std::env::var_os(CACHE_ENV).map(PathBuf::from).filter(|p| p.is_absolute());
         }
+        paths
+    }
+
+    /// These paths with the cache in `dir`.
+    #[cfg(test)]
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(dir.into());
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -67,7 +87,7 @@ impl Paths {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.host(CACHE_DIR)
+        self.cache.clone().unwrap_or_else(|| self.host(CACHE_DIR))
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -135,5 +155,8 @@ mod tests {
         assert_eq!(p.default_config(), PathBuf::from("/tmp/fake/etc/virt-perf-hook/config.json"));
         assert_eq!(p.state_file(), PathBuf::from("/tmp/fake/var/cache/libvirt/virt-perf-hook/state.json"));
         assert_eq!(Paths::new("/").boot_id(), PathBuf::from("/proc/sys/kernel/random/boot_id"));
+        let moved = Paths::new("/").with_cache_dir("/tmp/c");
+        assert_eq!(moved.state_file(), PathBuf::from("/tmp/c/state.json"));
+        assert_eq!(moved.default_config(), PathBuf::from("/etc/virt-perf-hook/config.json"), "only the cache moves");
     }
 }

@@ -15,7 +15,6 @@ use crate::skip;
 const CONFIG: &str = "/etc/virt-perf-hook/config.json";
 /// Where the role keeps the package file on the host (its default).
 const PACKAGE_DIR: &str = "/var/cache/virt-perf-hook-packages";
-const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
 const HOOK_DIRS: [&str; 2] = ["/etc/libvirt/hooks/qemu.d", "/etc/libvirt/hooks/daemon.d"];
 /// One playbook run: a fresh install takes about 10 s here.
 const RUN_LIMIT: Duration = Duration::from_secs(100);
@@ -41,10 +40,10 @@ fn installed() -> bool {
 }
 
 /// Undoes what the playbook did to the host (also when an assertion fails): purges the package,
-/// removes the role's package copy, gives back the hook directories dpkg removes when empty.
+/// removes the role's package copy, and puts the config, hook tree and caches back exactly as
+/// found (dpkg removes the hook directories when empty; purge removes the cache).
 struct Host {
-    hook_dirs: Vec<&'static str>,
-    cache_existed: bool,
+    snapshot: HostSnapshot,
 }
 
 impl Drop for Host {
@@ -56,14 +55,7 @@ impl Drop for Host {
             }
         }
         let _ = std::fs::remove_dir_all(PACKAGE_DIR);
-        for d in &self.hook_dirs {
-            if std::fs::create_dir_all(d).is_ok() {
-                set_mode(Path::new(d), 0o755);
-            }
-        }
-        if self.cache_existed && std::fs::create_dir_all(CACHE_DIR).is_ok() {
-            set_mode(Path::new(CACHE_DIR), 0o700);
-        }
+        self.snapshot.restore();
     }
 }
 
@@ -162,8 +154,7 @@ fn role_installs_validates_and_is_idempotent() {
         skip!("packaging/build.sh built no .deb (see its error above)");
     };
 
-    let _lock = host_lock();
-    let _flock = system_flock();
+    let _locks = host_locks();
     if installed() {
         skip!("virt-perf-hook is already installed here; not touching it");
     }
@@ -174,10 +165,7 @@ fn role_installs_validates_and_is_idempotent() {
             skip!("{f} exists (a manual install or another test); not touching it");
         }
     }
-    let _host = Host {
-        hook_dirs: HOOK_DIRS.into_iter().filter(|d| Path::new(d).is_dir()).collect(),
-        cache_existed: Path::new(CACHE_DIR).exists(),
-    };
+    let _host = Host { snapshot: HostSnapshot::take() };
 
     let play = Play { program, work: TempDir::new("ansible") };
     // Already root, and this machine has no sudo: no become.

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::libvirtd::*;
+pub use crate::snapshot::HostSnapshot;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_virt-perf-hook");
 
 /// Prints why a test did not run and returns from it; with `VPH_NO_SKIP=1` (CI) it panics
@@ -49,7 +52,7 @@ pub fn skipping(what: &str, why: &str) {
 
 /// A line on the real stderr: `eprintln!` in a test is captured and shown only on failure, and
 /// a skip should be seen in a plain `cargo test`.
-fn say(line: &str) {
+pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
@@ -147,10 +150,14 @@ pub fn run_with(root: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -
 }
 
 /// `program` (the binary, or a path that runs it) with a clean environment: PATH, the fake
-/// `root`, and `env`.
+/// `root`, and `env`. On the real root (`/`) the binary's cache is the test's own
+/// ([`test_cache_dir`]): no test run of the binary touches the host's cache.
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, root: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("VIRT_PERF_HOOK_ROOT", root);
+    if root == Path::new("/") {
+        cmd.env(CACHE_ENV, test_cache_dir());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -269,294 +276,64 @@ pub fn host_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The cross-process lock `packaging/test-deb.sh` takes too, so a manual run of it and this test
-/// suite never change /etc/libvirt/hooks at the same time. Released on drop.
-pub fn system_flock() -> Option<nix::fcntl::Flock<std::fs::File>> {
-    let dir = if Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
-    let file = std::fs::File::create(format!("{dir}/virt-perf-hook-system-test.lock")).ok()?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
-}
-
-// ---- a real libvirtd of the test's own (root; CI installs libvirt and QEMU) ----
-
-pub const URI: &str = "qemu:///system";
-pub const QEMU_D: &str = "/etc/libvirt/hooks/qemu.d";
-pub const DAEMON_D: &str = "/etc/libvirt/hooks/daemon.d";
-pub const CACHE_DIR: &str = "/var/cache/libvirt/virt-perf-hook";
-/// The hook entries read the real config: libvirt passes them no options or environment of ours.
-pub const CONFIG_DIR: &str = "/etc/virt-perf-hook";
-pub const CONFIG: &str = "/etc/virt-perf-hook/config.json";
-
-pub fn virsh(args: &[&str]) -> Output {
-    Command::new("virsh").args(["-q", "-c", URI]).args(args).output().unwrap()
-}
-
-pub fn virsh_ok(args: &[&str]) -> String {
-    let o = virsh(args);
-    assert!(o.status.success(), "virsh {args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
-pub fn running(name: &str) -> bool {
-    Command::new("pgrep").args(["-x", name]).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn stop(pidfile: &str) {
-    let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) else { return };
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+/// The cross-process lock every test that changes this host holds (`packaging/test-deb.sh`,
+/// `.ci/run`'s host check and manual experiments take it too, with `flock`), so two of them never
+/// change /etc/libvirt/hooks or run a libvirtd at the same time. Released on drop. Not getting it
+/// is an error, never a silent go-ahead: it panics after [`FLOCK_PATIENCE`] with who holds it.
+pub fn system_flock() -> nix::fcntl::Flock<std::fs::File> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = system_flock_path();
+    // Read-only suffices for flock; create it only when missing.
+    let opened = std::fs::File::open(&path).or_else(|_| std::fs::OpenOptions::new().write(true).create(true).open(&path));
+    let file = opened.unwrap_or_else(|e| panic!("cannot open the system test lock {path}: {e}"));
+    if let Ok(lock) = Flock::lock(file.try_clone().unwrap(), FlockArg::LockExclusiveNonblock) {
+        return lock;
+    }
+    say(&format!("waiting for {path} (held by another system test; see fuser -v {path})"));
+    // A blocking wait, woken by the kernel on release like `flock` itself (polling would lose to
+    // every blocked waiter), in a thread so that it can be given up after FLOCK_PATIENCE.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| e));
+    });
+    match rx.recv_timeout(FLOCK_PATIENCE) {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(e)) => panic!("cannot take the system test lock {path}: {e}"),
+        Err(_) => panic!("the system test lock {path} is still held after {FLOCK_PATIENCE:?} (see fuser -v {path})"),
     }
 }
 
-/// A 64 MiB TCG guest (starts in about a second); `devices` go inside `<devices>`.
-pub fn tcg_guest(name: &str, devices: &str) -> String {
-    format!(
-        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\n\
-         <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\n\
-         <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>{devices}</devices></domain>\n"
-    )
+/// How long [`system_flock`] waits for another holder (a whole other suite may run meanwhile).
+pub const FLOCK_PATIENCE: Duration = Duration::from_secs(30 * 60);
+
+pub fn system_flock_path() -> String {
+    let dir = if Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
+    format!("{dir}/virt-perf-hook-system-test.lock")
 }
 
-/// The binary on the real host (root `/`) with `config`, against the test's daemon (the real config is not read).
-pub fn tool(config: &Path, args: &[&str]) -> Output {
-    let mut cmd = clean_command(BIN, Path::new("/"), &[]);
-    cmd.arg("--config").arg(config).args(args);
-    feed(cmd, "")
-}
-
-/// A work directory and a config in it with `events`.
-pub fn work(tag: &str, events: &[&str]) -> (TempDir, PathBuf) {
-    let work = TempDir::new(tag);
-    let config = work.path().join("config.json");
-    write_config(&config, events);
-    (work, config)
-}
-
-/// `<perf>` with `event` enabled, put in `xml` before `<devices>`.
-pub fn with_event(xml: &str, event: &str) -> String {
-    assert!(!xml.contains("<perf"), "{xml}");
-    xml.replacen("<devices>", &format!("<perf><event name='{event}' enabled='yes'/></perf><devices>"), 1)
-}
-
-/// A disk for a busy guest: a 1 MiB raw image `NAME.img` in `dir` whose boot sector is `jmp $`
-/// (EB FE) with the 55 AA signature, as an IDE disk. The guest spins, and TCG keeps one host core
-/// busy. One image per guest: QEMU locks its image.
-pub fn busy_disk(dir: &TempDir, name: &str) -> String {
-    let mut img = vec![0u8; 1 << 20];
-    img[..2].copy_from_slice(&[0xEB, 0xFE]);
-    img[510..512].copy_from_slice(&[0x55, 0xAA]);
-    let path = dir.path().join(format!("{name}.img"));
-    std::fs::write(&path, img).unwrap();
-    // qemu runs as another user: it must reach and read the image.
-    set_mode(dir.path(), 0o755);
-    set_mode(&path, 0o644);
-    format!(
-        "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hda' bus='ide'/></disk>",
-        path.display()
-    )
-}
-
-/// Writes a config with `events` (mode 0644). `on_error: fail`: a hook that refuses the guest
-/// (or fails in any way) aborts the restore, so such a failure cannot pass unnoticed.
-pub fn write_config(path: &Path, events: &[&str]) {
-    let cfg = serde_json::json!({ "enabled_perf_events": events, "on_error": "fail" });
-    std::fs::write(path, cfg.to_string()).unwrap();
-    set_mode(path, 0o644);
-}
-
-/// A libvirtd started by the test, and everything the test changed on the host, undone on drop
-/// (also when an assertion fails). Holds the in-process and the cross-process host locks.
-pub struct Libvirt {
-    installed: Vec<PathBuf>,
-    guests: Vec<String>,
-    started_virtlogd: bool,
-    started_libvirtd: bool,
-    cache_existed: bool,
-    dev_log: bool,
-    /// The real config file as found (`None`: there was none), put back on drop.
-    config_before: Option<Vec<u8>>,
-    config_dir_existed: bool,
-    /// Hook directories this test created (removed again when empty).
-    created_dirs: Vec<&'static str>,
-    // Dropped after the clean-up above (fields drop after `Drop::drop`).
-    _flock: Option<nix::fcntl::Flock<std::fs::File>>,
+/// Both host locks (in-process, then cross-process), for a test that changes the host without
+/// a [`Libvirt`] (which holds them itself): package installs, say.
+pub struct HostLocks {
+    _flock: nix::fcntl::Flock<std::fs::File>,
     _lock: std::sync::MutexGuard<'static, ()>,
 }
 
-impl Libvirt {
-    /// Checks for root and the programs, takes the locks; `Err` says why the test cannot run.
-    pub fn prepare() -> Result<Libvirt, String> {
-        if !is_root() {
-            return Err("needs root to run libvirtd".into());
-        }
-        for prog in ["libvirtd", "virsh", "virtlogd"] {
-            if !have(prog) {
-                return Err(format!("{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients qemu-system-x86)"));
-            }
-        }
-        if !Path::new("/usr/bin/qemu-system-x86_64").exists() {
-            return Err("qemu-system-x86_64 not installed".into());
-        }
-        let lock = host_lock();
-        let flock = system_flock();
-        if running("libvirtd") || running("virtqemud") {
-            return Err("a libvirt daemon is already running; this test starts its own so it finds the hooks".into());
-        }
-        // Another hook in the chain (an installed package, say) would change what the test sees.
-        let foreign: Vec<String> = std::fs::read_dir(QEMU_D)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        if !foreign.is_empty() {
-            return Err(format!("{QEMU_D} already holds {}; remove it (or the package) first", foreign.join(", ")));
-        }
-        Ok(Libvirt {
-            installed: Vec::new(),
-            guests: Vec::new(),
-            started_virtlogd: false,
-            started_libvirtd: false,
-            cache_existed: Path::new(CACHE_DIR).exists(),
-            dev_log: false,
-            config_before: std::fs::read(CONFIG).ok(),
-            config_dir_existed: Path::new(CONFIG_DIR).exists(),
-            created_dirs: [QEMU_D, DAEMON_D].into_iter().filter(|d| !Path::new(d).exists()).collect(),
-            _flock: flock,
-            _lock: lock,
-        })
-    }
-
-    /// The shipped entry `src` (a symlink) at `dest`, pointing at `binary` (the built binary, or
-    /// one that is gone); removed on drop. It reads the real config: see [`Libvirt::config`].
-    pub fn install_entry(&mut self, src: &str, dest: &Path, binary: &Path) {
-        self.installed.push(shipped_entry(src, dest, binary));
-    }
-
-    /// A qemu.d entry of the test's own that runs the built binary as the qemu hook with
-    /// `config` and appends its stderr to `log`: libvirt drops a hook's stderr, and a symlink
-    /// (the shipped entry) cannot redirect it.
-    pub fn install_logged_qemu_hook(&mut self, dest: &Path, config: &Path, log: &Path) {
-        self.install_exec(dest, &format!("#!/bin/sh\nexec {BIN} --config {} qemu \"$@\" 2>>{}\n", config.display(), log.display()));
-    }
-
-    /// Writes the real config ([`CONFIG`], which the shipped entries read) with `events`; the
-    /// one found before is put back on drop.
-    pub fn config(&mut self, events: &[&str]) {
-        std::fs::create_dir_all(CONFIG_DIR).unwrap();
-        write_config(Path::new(CONFIG), events);
-    }
-
-    /// Writes an executable `path` with `text`, removed on drop.
-    pub fn install_exec(&mut self, path: &Path, text: &str) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-        set_mode(path, 0o755);
-        self.installed.push(path.to_path_buf());
-    }
-
-    /// Collects syslog lines when no syslog daemon owns /dev/log (as in CI).
-    pub fn listen_syslog(&mut self) -> Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>> {
-        if Path::new("/dev/log").exists() {
-            return None;
-        }
-        let sock = std::os::unix::net::UnixDatagram::bind("/dev/log").ok()?;
-        self.dev_log = true;
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&lines);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while let Ok(n) = sock.recv(&mut buf) {
-                sink.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        });
-        Some(lines)
-    }
-
-    /// Starts virtlogd (unless running) and libvirtd. libvirt finds hooks at daemon start only:
-    /// install them before this.
-    pub fn start(&mut self) {
-        // A usable /dev/kvm spares libvirt a multi-second capability re-probe on every call.
-        if Path::new("/dev/kvm").exists() {
-            let _ = Command::new("chgrp").args(["kvm", "/dev/kvm"]).status();
-            let _ = Command::new("chmod").args(["0660", "/dev/kvm"]).status();
-        }
-        if !running("virtlogd") {
-            assert!(Command::new("virtlogd").arg("-d").status().unwrap().success());
-            self.started_virtlogd = true;
-        }
-        assert!(Command::new("libvirtd").arg("-d").status().unwrap().success());
-        self.started_libvirtd = true;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !virsh(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "libvirtd did not come up");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Stops the daemon and starts it again (guests keep running; libvirt reconnects to them).
-    pub fn restart(&mut self) {
-        stop("/run/libvirtd.pid");
-        self.started_libvirtd = false;
-        self.start();
-    }
-
-    /// Defines `xml` (a guest named `name`), destroyed and undefined on drop.
-    pub fn define(&mut self, name: &str, xml: &str, dir: &TempDir) {
-        self.guests.push(name.to_string());
-        let f = dir.write(&format!("{name}.xml"), xml);
-        virsh_ok(&["define", f.to_str().unwrap()]);
-    }
-
-    /// A guest to destroy and undefine on drop (e.g. one another helper defines).
-    pub fn forget_at_end(&mut self, name: &str) {
-        self.guests.push(name.to_string());
-    }
+pub fn host_locks() -> HostLocks {
+    let lock = host_lock();
+    HostLocks { _flock: system_flock(), _lock: lock }
 }
 
-impl Drop for Libvirt {
-    fn drop(&mut self) {
-        if self.started_libvirtd {
-            for g in &self.guests {
-                let _ = virsh(&["destroy", g]);
-                let _ = virsh(&["undefine", g, "--managed-save"]);
-            }
-            stop("/run/libvirtd.pid");
-        }
-        if self.started_virtlogd {
-            stop("/run/virtlogd.pid");
-        }
-        for p in &self.installed {
-            let _ = std::fs::remove_file(p);
-        }
-        for d in &self.created_dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-        if !self.cache_existed {
-            let _ = std::fs::remove_dir_all(CACHE_DIR);
-        }
-        if self.dev_log {
-            let _ = std::fs::remove_file("/dev/log");
-        }
-        match &self.config_before {
-            Some(text) => {
-                let _ = std::fs::write(CONFIG, text);
-            }
-            None => {
-                let _ = std::fs::remove_file(CONFIG);
-                if !self.config_dir_existed {
-                    let _ = std::fs::remove_dir(CONFIG_DIR);
-                }
-            }
-        }
-    }
-}
+/// The environment variable a debug build of the binary takes its cache directory from (the
+/// tool's `VIRT_PERF_HOOK_CACHE_DIR`; release builds ignore it).
+pub const CACHE_ENV: &str = "VIRT_PERF_HOOK_CACHE_DIR";
 
-/// The first event the real host cannot open, by the tool's own probe (`events --json`):
-/// `cmt` on every kernel since 4.14, so this holds on hosts with a PMU too.
-pub fn unopenable_event() -> String {
-    let out = clean_command(BIN, Path::new("/"), &[]).args(["events", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    let row = rows.iter().find(|r| r["host"] == false).expect("an event this host cannot open");
-    row["name"].as_str().unwrap().to_string()
+/// The cache directory of the running [`Libvirt`] fixture, if one is alive.
+pub(crate) static FIXTURE_CACHE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// The cache directory the binary gets whenever a test runs it on the real root: the live
+/// [`Libvirt`] fixture's own (removed with it), else one under Cargo's target dir. Never the
+/// host's /var/cache/libvirt/virt-perf-hook, which only the package tests touch.
+pub fn test_cache_dir() -> PathBuf {
+    let fixture = FIXTURE_CACHE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    fixture.unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vph-real-root-cache"))
 }

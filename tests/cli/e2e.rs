@@ -1,6 +1,6 @@
 //! End to end on a real libvirtd (root and VPH_SYSTEM_TESTS=1 only; CI installs libvirt and
 //! QEMU): the shipped qemu.d and daemon.d entries (symlinks straight to the binary, here the built
-//! one) run with the real config file, a TCG guest goes through save/restore and managedsave/start, and the configured
+//! one, run through a wrapper that gives it the test's cache) run with the real config file, a TCG guest goes through save/restore and managedsave/start, and the configured
 //! software events are live afterwards while the hardware event this host cannot open is dropped
 //! (so the guest still restores). Entries whose binary is gone (dangling symlinks) are skipped by
 //! libvirt: guests start with them in place.
@@ -93,13 +93,15 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     // Hooks are found at daemon start only: they are in place before this.
     host.start();
 
-    // The daemon hook refreshed the cache at daemon start.
-    let state = Path::new(CACHE_DIR).join("state.json");
+    // The daemon hook refreshed the cache at daemon start: the test's own, never the host's.
+    let real_cache = Path::new(CACHE_DIR).symlink_metadata().is_ok();
+    let state = host.cache_dir().join("state.json");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !state.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(state.exists(), "daemon start hook did not write {}", state.display());
+    assert_eq!(Path::new(CACHE_DIR).symlink_metadata().is_ok(), real_cache, "the hook touched the host's {CACHE_DIR}");
 
     // Metadata nested to the deepest level libvirt accepts (257, <domain> being 1): the hook
     // must accept what libvirt accepts, or (on_error: fail) the restore is aborted.
@@ -114,7 +116,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     let save = work.path().join("t1.save");
     virsh_ok(&["save", GUEST, save.to_str().unwrap()]);
     let _ = std::fs::remove_file(&state);
-    let held = hold_lock_for(&Path::new(CACHE_DIR).join("lock"), Duration::from_secs(90));
+    let held = hold_lock_for(&host.cache_dir().join("lock"), Duration::from_secs(90));
     let start = Instant::now();
     virsh_ok(&["restore", save.to_str().unwrap()]);
     let took = start.elapsed();

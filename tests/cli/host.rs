@@ -39,6 +39,16 @@ fn event<'a>(rows: &'a Value, name: &str) -> &'a Value {
     rows.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()
 }
 
+/// A command that writes the cache (the reports only read it): `filter` of a domain.
+fn write_cache(root: &Path) {
+    let out = run_in(root, &["filter"], DOMAIN);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn cache_dir(root: &Path) -> std::path::PathBuf {
+    root.join("var/cache/libvirt/virt-perf-hook")
+}
+
 fn state(root: &Path) -> Value {
     let text = std::fs::read_to_string(root.join("var/cache/libvirt/virt-perf-hook/state.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -66,7 +76,11 @@ fn version_from_library_file_is_reported_and_cached() {
     assert_eq!(event(&rows, "page_faults")["libvirt"], true);
     assert_eq!(event(&rows, "page_faults")["configured"], true);
     assert_eq!(event(&rows, "cpu_clock")["configured"], false);
+    // The reports only read the cache.
+    assert!(!cache_dir(t.path()).exists(), "check or events created the cache");
+    assert_eq!(check_json(t.path()).1["cache"]["state"], "missing");
 
+    write_cache(t.path());
     let s = state(t.path());
     assert_eq!(s["format"], 1);
     assert_eq!(s["version"]["version"], "9.0.0");
@@ -80,11 +94,14 @@ fn version_from_library_file_is_reported_and_cached() {
 fn package_upgrade_invalidates_the_cached_version() {
     let t = fake_host("upgrade", Some(CONFIG), Some("libvirt.so.0.9000.0"));
     assert_eq!(check_json(t.path()).1["version"], "9.0.0");
+    write_cache(t.path());
     std::fs::remove_file(t.path().join(&LIB_DIR[1..]).join("libvirt.so.0.9000.0")).unwrap();
     t.write(&format!("{LIB_DIR}/libvirt.so.0.10000.0"), "");
     let (_, c) = check_json(t.path());
     assert_eq!(c["version"], "10.0.0");
     assert_eq!(c["cache"]["state"], "stale", "{c}");
+    assert_eq!(state(t.path())["version"]["version"], "9.0.0", "check wrote the cache");
+    write_cache(t.path());
     assert_eq!(state(t.path())["version"]["version"], "10.0.0");
 }
 
@@ -105,16 +122,17 @@ fn daemon_version_is_the_fallback_and_a_warm_cache_does_not_exec() {
     let (_, c) = check_json(t.path());
     assert_eq!(c["version"], "8.0.0");
     assert!(c["version_source"].as_str().unwrap().ends_with("usr/sbin/libvirtd --version"), "{c}");
+    // check only reads the cache: the first filter detects again and writes it.
     for _ in 0..3 {
         let out = run_in(t.path(), &["filter"], DOMAIN);
         assert!(stdout(&out).contains("<event name='page_faults' enabled='yes'/>"), "{}", stderr(&out));
     }
     let runs = std::fs::read_to_string(&count).unwrap();
-    assert_eq!(runs.lines().count(), 1, "the daemon ran again despite a warm cache");
+    assert_eq!(runs.lines().count(), 2, "the daemon ran again despite a warm cache");
     // refresh re-detects.
     let out = run_in(t.path(), &["refresh"], "");
     assert!(stdout(&out).contains("libvirt: 8.0.0"), "{}", stdout(&out));
-    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
 }
 
 #[test]
@@ -138,6 +156,7 @@ fn pinned_version_is_not_cached() {
     let t = fake_host("pin", Some(r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0"}"#), None);
     let (_, c) = check_json(t.path());
     assert_eq!(c["version_source"], "config pin");
+    assert!(run_in(t.path(), &["refresh"], "").status.success());
     assert_eq!(state(t.path())["version"], Value::Null);
 }
 
@@ -178,6 +197,7 @@ fn corrupt_or_symlinked_cache_is_replaced() {
     t.write("/var/cache/libvirt/virt-perf-hook/state.json", "{\"format\": 1, \"vers");
     let (_, c) = check_json(t.path());
     assert_eq!(c["cache"]["state"], "ignored", "{c}");
+    write_cache(t.path());
     assert_eq!(state(t.path())["version"]["version"], "9.0.0");
 
     let target = t.write("/precious", "keep me");
@@ -186,6 +206,7 @@ fn corrupt_or_symlinked_cache_is_replaced() {
     std::os::unix::fs::symlink(&target, &f).unwrap();
     let (_, c) = check_json(t.path());
     assert!(c["cache"]["detail"].as_str().unwrap().contains("symlink"), "{c}");
+    write_cache(t.path());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     assert_eq!(state(t.path())["format"], 1);
 }
@@ -201,8 +222,10 @@ fn unwritable_cache_still_works() {
     if is_root() {
         assert!(!stderr(&out).contains("run as root"), "root is told to run as root: {}", stderr(&out));
     }
+    // check only reads: it finds no usable directory and says so.
     let (_, c) = check_json(t.path());
-    assert_eq!(c["cache"]["state"], "unwritable");
+    assert_eq!(c["cache"]["state"], "ignored", "{c}");
+    assert!(c["cache"]["detail"].as_str().unwrap().contains("not a directory"), "{c}");
 }
 
 /// Whether the real kernel exposes a core PMU (what the probe's pre-check looks for).
@@ -339,7 +362,9 @@ fn events_and_refresh_work_without_a_config() {
     assert_eq!(state(t.path())["version"]["version"], "11.3.0");
     let cache_line = |out: &std::process::Output| stdout(out).lines().find(|l| l.starts_with("cache: ")).unwrap_or_default().to_string();
     let state_file = t.path().join("var/cache/libvirt/virt-perf-hook/state.json");
-    // `events` wrote the cache.
+    // `events` only read the cache: refresh found none.
+    assert_eq!(cache_line(&out), format!("cache: {} rebuilt (was missing)", state_file.display()));
+    let out = run_in(t.path(), &["refresh"], "");
     assert_eq!(cache_line(&out), format!("cache: {} rebuilt (refresh requested)", state_file.display()));
     std::fs::remove_file(&state_file).unwrap();
     let out = run_in(t.path(), &["refresh"], "");
@@ -356,6 +381,8 @@ fn another_boot_reprobes() {
     let (_, c) = check_json(t.path());
     assert_eq!(c["cache"]["state"], "stale");
     assert!(c["cache"]["detail"].as_str().unwrap().contains("rebooted"), "{c}");
+    assert_eq!(state(t.path()), before, "check wrote the cache");
+    write_cache(t.path());
     assert_eq!(state(t.path())["probe"]["boot_id"], "6f1c1d1e-0000-4000-8000-000000000002");
 }
 
@@ -471,13 +498,52 @@ fn cache_without_a_version_is_reported_stale() {
     let t = fake_host("noversion", Some(CONFIG), None);
     let (_, c) = check_json(t.path());
     assert_eq!(c["version"], Value::Null);
+    // Only a probe, with the version unknown: `filter` writes that much.
+    write_cache(t.path());
     assert_eq!(state(t.path())["version"], Value::Null, "only the probe is cached");
     t.write(&format!("{LIB_DIR}/libvirt.so.0.9000.0"), "");
     let (_, c) = check_json(t.path());
     assert_eq!(c["version"], "9.0.0");
     assert_eq!(c["cache"]["state"], "stale", "{c}");
-    assert_eq!(c["cache"]["detail"], "no version cached; rewritten", "{c}");
+    let detail = c["cache"]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("no version cached; not written: this command only reads"), "{c}");
+    write_cache(t.path());
     assert_eq!(check_json(t.path()).1["cache"]["state"], "fresh");
+}
+
+/// The reports (`status`, `events`, `check`, `filter --dry-run`) never create or write the cache:
+/// a missing or stale one is computed in memory (issue 20: a test's `status` on the real host
+/// left /var/cache/libvirt/virt-perf-hook behind).
+#[test]
+fn reports_leave_no_cache_behind() {
+    let t = fake_host("readonly", Some(CONFIG), Some("libvirt.so.0.9000.0"));
+    let input = t.write("/in.xml", DOMAIN);
+    let mut runs: Vec<Vec<&str>> = vec![
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["events"],
+        vec!["events", "--json"],
+        vec!["filter", "--dry-run", input.to_str().unwrap()],
+    ];
+    if have("virsh") {
+        runs.push(vec!["status", "--connect", "test:///default", "--all"]);
+        runs.push(vec!["status", "--json", "--connect", "test:///default", "--all"]);
+    } else {
+        skipping(&format!("{}: status part", module_path!()), "virsh not installed (apt-get install libvirt-clients)");
+    }
+    for args in &runs {
+        let out = run_in(t.path(), args, "");
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{args:?}: {}", stderr(&out));
+        assert!(!t.path().join("var").exists(), "{args:?} created {}", cache_dir(t.path()).display());
+    }
+    // A stale cache is left as it was, byte for byte.
+    write_cache(t.path());
+    let before = std::fs::read(cache_dir(t.path()).join("state.json")).unwrap();
+    t.write("/proc/sys/kernel/random/boot_id", "6f1c1d1e-0000-4000-8000-000000000009\n");
+    for args in &runs {
+        run_in(t.path(), args, "");
+        assert_eq!(std::fs::read(cache_dir(t.path()).join("state.json")).unwrap(), before, "{args:?} wrote the cache");
+    }
 }
 
 /// The daemon hook refreshes the cache whatever the config holds: only a pin would matter.

@@ -31,7 +31,7 @@ pub(crate) fn built_packages() -> &'static [PathBuf] {
 
 /// Runs `packaging/<script>` on the package of that format from `built_packages` (or lets it
 /// build one), echoes its output and fails with it unless it exits 0.
-fn run_script(script: &str, format: &str) {
+fn run_script(script: &str, format: &str, env: &[(&str, &str)]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging").join(script);
     let mut cmd = Command::new(&path);
     if let Some(package) = built_packages().iter().find(|p| p.extension().is_some_and(|e| e == format)) {
@@ -40,6 +40,8 @@ fn run_script(script: &str, format: &str) {
     let out = cmd
         .env_remove("VIRT_PERF_HOOK_CONFIG")
         .env_remove("VIRT_PERF_HOOK_ROOT")
+        .env_remove(CACHE_ENV)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -51,15 +53,18 @@ fn run_script(script: &str, format: &str) {
 #[test]
 fn deb_lints_installs_removes_and_purges_cleanly() {
     crate::require_system_tests!("installs, removes and purges the .deb on this machine");
-    // The hook end-to-end test also installs into /etc/libvirt/hooks; test-deb.sh additionally
-    // takes /run/lock/virt-perf-hook-system-test.lock against other processes.
-    let _lock = host_lock();
-    run_script("test-deb.sh", "deb");
+    // Both host locks, held for the script (it would take the cross-process one itself; told by
+    // VPH_SYSTEM_FLOCK_HELD that its parent holds it), and the host put back as found.
+    let _locks = host_locks();
+    let snapshot = HostSnapshot::take();
+    run_script("test-deb.sh", "deb", &[("VPH_SYSTEM_FLOCK_HELD", "1")]);
+    let left = snapshot.restore();
+    assert!(left.is_empty(), "test-deb.sh left the host changed: {left:?}");
 }
 
 #[test]
 fn rpm_has_the_layout_config_file_and_scripts() {
-    run_script("test-rpm.sh", "rpm");
+    run_script("test-rpm.sh", "rpm", &[]);
 }
 
 /// The stock libvirtd profile of this machine (libvirt-daemon-system; CI installs it).
