@@ -197,8 +197,9 @@ pub enum Action {
 const PREFIX: &str = "event 'lifecycle' for domain '";
 
 /// Parses a line of `virsh event --loop --event lifecycle [--timestamp]` (LC_ALL=C). Names are
-/// printed unescaped and may hold `'` or `: `, but the tail is always `': EVENT DETAIL` with
-/// two words, so the name is what lies between the prefix and the last `': `.
+/// printed unescaped and may hold `'` or `: `, but the tail is always `': EVENT DETAIL`, where
+/// DETAIL is one or more words without `'` (`Finished after host request`, `I/O Error`), so the
+/// name is what lies between the prefix and the last `': `.
 pub fn parse_line(line: &str) -> Option<Lifecycle> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     let start = line.find(PREFIX)?;
@@ -208,10 +209,10 @@ pub fn parse_line(line: &str) -> Option<Lifecycle> {
     }
     let rest = &line[start + PREFIX.len()..];
     let (domain, tail) = rest.rsplit_once("': ")?;
-    let mut words = tail.split(' ');
-    let (event, detail) = (words.next()?, words.next()?);
-    let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic());
-    if words.next().is_some() || !word(event) || !word(detail) {
+    let (event, detail) = tail.split_once(' ')?;
+    let event_word = !event.is_empty() && event.bytes().all(|b| b.is_ascii_alphabetic());
+    let detail_word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'-');
+    if !event_word || !detail.split(' ').all(detail_word) {
         return None;
     }
     Some(Lifecycle { domain: domain.to_string(), event: event.to_string(), detail: detail.to_string() })
@@ -457,12 +458,29 @@ mod tests {
             "",
             "event 'lifecycle' for domain 'half",
             "event 'lifecycle' for domain 'x': Defined",
-            "event 'lifecycle' for domain 'x': Defined Added extra",
+            "event 'lifecycle' for domain 'x': Defined Added  extra",
+            "event 'lifecycle' for domain 'x': Defined ",
             "junk event 'lifecycle' for domain 'x': Defined Added",
             "event 'reboot' for domain 'x'",
         ] {
             assert_eq!(parse_line(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn parses_details_of_any_length() {
+        for (tail, event, detail) in [
+            ("Shutdown Finished after host request", "Shutdown", "Finished after host request"),
+            ("Shutdown Finished after guest request", "Shutdown", "Finished after guest request"),
+            ("Suspended I/O Error", "Suspended", "I/O Error"),
+            ("Resumed Post-copy Error", "Resumed", "Post-copy Error"),
+            ("Started Event wakeup", "Started", "Event wakeup"),
+            ("Stopped Destroyed", "Stopped", "Destroyed"),
+        ] {
+            let l = parse_line(&format!("event 'lifecycle' for domain 'vph1': {tail}")).unwrap();
+            assert_eq!((l.domain.as_str(), l.event.as_str(), l.detail.as_str()), ("vph1", event, detail));
+        }
+        assert_eq!(action("event 'lifecycle' for domain 'a': Shutdown Finished after host request"), Action::Ignore);
     }
 
     #[test]
