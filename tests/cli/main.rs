@@ -14,5 +14,6 @@ mod hostile;
 mod mac;
 mod package;
 mod status;
+mod systemd;
 mod virsh;
 mod watch;
