@@ -207,7 +207,7 @@ fi
 # From here on the container may exist: hold the system-test lock, clean up whatever happens.
 exec 9>"$LOCK"
 t0=$(date +%s%N)
-flock -w 300 9 || skip "could not take $LOCK within 300 s"
+flock -w 600 9 || skip "could not take $LOCK within 600 s (another system test holds it)"
 note "took $LOCK after $(ms "$t0") ms"
 show_journal=0
 on_exit() {
