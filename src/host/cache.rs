@@ -101,10 +101,22 @@ impl CachedProbe {
 }
 
 /// The boot id, which keys the probe: another boot may have another kernel or CPU.
+///
+/// Read as PID 1 sees it (through `/proc/1/root`) where this process may, else as it sees it
+/// itself. In a container whose boot id is a bind mount of its own (systemd-nspawn), a sandboxed
+/// service (`ProtectKernelTunables=yes` re-mounts `/proc/sys`) sees the kernel's id while the hooks
+/// libvirtd runs see the container's: each would take the other's probe for another boot and
+/// probe again. PID 1's view is one value for the whole system, sandboxed or not, and it changes
+/// with every kernel boot and every container start (a new container may have another seccomp
+/// filter or devices; its libvirtd start refreshes the probe anyway). Where the id is not
+/// overmounted (a host, KubeVirt's virt-launcher pod) both views are the kernel's.
 pub fn boot_id(paths: &Paths) -> Option<String> {
-    let s = std::fs::read_to_string(paths.boot_id()).ok()?;
-    let s = s.trim();
-    (!s.is_empty() && s.len() <= 64).then(|| s.to_string())
+    let read = |p: PathBuf| {
+        let s = std::fs::read_to_string(p).ok()?;
+        let s = s.trim();
+        (!s.is_empty() && s.len() <= 64).then(|| s.to_string())
+    };
+    read(paths.host("/proc/1/root/proc/sys/kernel/random/boot_id")).or_else(|| read(paths.boot_id()))
 }
 
 /// What reading the state file found.
@@ -371,6 +383,21 @@ mod tests {
             }),
             probe: Some(CachedProbe { boot_id: "b1".into(), results }),
         }
+    }
+
+    #[test]
+    fn boot_id_is_pid_1s_view_where_readable() {
+        let paths = fake_root("boot");
+        let put = |rel: &str, id: &str| {
+            let p = paths.host(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, id).unwrap();
+        };
+        assert_eq!(boot_id(&paths), None);
+        put("/proc/sys/kernel/random/boot_id", "kernel\n");
+        assert_eq!(boot_id(&paths).as_deref(), Some("kernel"), "own view when PID 1's is unreadable");
+        put("/proc/1/root/proc/sys/kernel/random/boot_id", "container\n");
+        assert_eq!(boot_id(&paths).as_deref(), Some("container"));
     }
 
     #[test]

@@ -20,5 +20,6 @@ mod package;
 mod resctrl;
 mod snapshot;
 mod status;
+mod systemd;
 mod virsh;
 mod watch;
