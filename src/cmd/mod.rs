@@ -9,10 +9,12 @@ use crate::support::error::{Error, Result};
 use crate::support::paths::{Paths, CONFIG_ENV};
 
 pub mod batch;
+pub mod exporter;
 pub mod filter;
 pub mod hook;
 pub mod report;
 pub mod status;
+pub mod top;
 pub mod virsh;
 pub mod watch;
 
