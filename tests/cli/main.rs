@@ -6,6 +6,7 @@ mod ansible;
 mod common;
 mod create;
 mod e2e;
+mod exporter;
 mod filter;
 mod heal;
 mod hook;
