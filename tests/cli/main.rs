@@ -15,5 +15,6 @@ mod hostile;
 mod mac;
 mod package;
 mod status;
+mod top;
 mod virsh;
 mod watch;
