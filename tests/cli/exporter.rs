@@ -357,3 +357,122 @@ fn exporter_hostile_clients_do_not_block_scrapes() {
     assert_eq!(get(&e.addr, "/metrics").0, 200);
     assert!(Path::new(&format!("/proc/{}", e.pid())).exists());
 }
+
+/// A process killed on drop (Prometheus).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A PromQL instant query through Prometheus's HTTP API: the first result's value.
+fn promql(port: u16, query: &str) -> Option<f64> {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5", &format!("http://127.0.0.1:{port}/api/v1/query"), "--data-urlencode"])
+        .arg(format!("query={query}"))
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real Prometheus scrapes the exporter on a real libvirtd: a busy guest launched with its
+/// counters (complete: 1, cpu_clock at one CPU) and a guest whose counters were enabled live
+/// (partial: 0). Also `promtool` on the real exposition and `top --once --json` on the daemon.
+#[test]
+fn exporter_scraped_by_prometheus_on_a_real_libvirtd() {
+    let mut host = crate::libvirt_or_skip!();
+    for prog in ["prometheus", "promtool", "curl"] {
+        if !have(prog) {
+            crate::skip!("{prog} not installed (apt-get install prometheus curl)");
+        }
+    }
+    host.start();
+    let dir = TempDir::new("exp-prom");
+    let busy = with_event_after(&with_event(&tcg_guest("vph-exp-busy", &busy_disk(&dir, "busy")), "task_clock"), "cpu_clock");
+    host.define("vph-exp-busy", &busy, &dir);
+    host.define("vph-exp-live", &tcg_guest("vph-exp-live", ""), &dir);
+    virsh_ok(&["start", "vph-exp-busy"]);
+    virsh_ok(&["start", "vph-exp-live"]);
+    // Let the BIOS of the diskless guest run, then open its counters on the running guest.
+    std::thread::sleep(Duration::from_secs(1));
+    virsh_ok(&["perf", "vph-exp-live", "--enable", "task_clock", "--live"]);
+
+    let root = TempDir::new("exp-prom-root");
+    let mut cmd = clean_command(BIN, root.path(), &[]);
+    cmd.args(["exporter", "-C", URI, "--listen", "127.0.0.1:0"]);
+    let e = Exporter::spawn(cmd);
+    let text = get(&e.addr, "/metrics").1;
+    let (ok, out) = promtool(&text).unwrap();
+    assert!(ok && out.trim().is_empty(), "promtool: {out}\n{text}");
+
+    let port = free_port();
+    let conf = dir.write(
+        "prometheus.yml",
+        &format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: vph\n    static_configs:\n      - targets: ['{}']\n", e.addr),
+    );
+    let prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _prom = Killed(prom);
+    let busy_rate = "rate(virt_perf_hook_perf_cpu_clock_seconds_total{domain=\"vph-exp-busy\"}[30s])";
+    let cpu_rate = "rate(virt_perf_hook_cpu_seconds_total{domain=\"vph-exp-busy\"}[30s])";
+    // Samples over 10 s or more, so the rate is over many scrapes.
+    let start = Instant::now();
+    let mut rate = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(1));
+        rate = promql(port, busy_rate);
+        if rate.is_some() && start.elapsed() > Duration::from_secs(12) {
+            break;
+        }
+    }
+    let rate = rate.expect("Prometheus never had the busy guest's cpu_clock");
+    let cpu = promql(port, cpu_rate).unwrap_or(f64::NAN);
+    // The counter sees all the CPU the guest got (complete), and a spinning vCPU gets one CPU
+    // when the host has one to spare. On a loaded host (CI shares its cores) the guest gets
+    // less: then the comparison with its own CPU time is what shows the counter is whole.
+    let why = format!("rate(cpu_clock) = {rate:.3} CPUs, the guest's own CPU time rate {cpu:.3}");
+    assert!(rate >= 0.8 * cpu && rate <= 1.2 * cpu, "{why}");
+    if cpu >= 0.8 {
+        assert!((0.8..=1.2).contains(&rate), "{why}");
+    } else {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        eprintln!("NOTE the busy guest got {cpu:.2} of a CPU (load average {}): one-CPU check left out; {why}", load.trim());
+    }
+    let gauge = |d: &str| promql(port, &format!("virt_perf_hook_counters_complete{{domain=\"{d}\"}}"));
+    assert_eq!(gauge("vph-exp-busy"), Some(1.0));
+    assert_eq!(gauge("vph-exp-live"), Some(0.0));
+    assert_eq!(promql(port, "virt_perf_hook_up"), Some(1.0));
+
+    // top on the same daemon: the busy guest first by CPU, the live one marked partial.
+    let out = run_with(root.path(), &["top", "-C", URI, "--once", "--json", "--interval", "1"], "", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let g = v["guests"].as_array().unwrap();
+    assert_eq!(g[0]["domain"], "vph-exp-busy", "{v}");
+    assert!(g[0]["cpu_percent"].as_f64().unwrap() > 50.0, "{v}");
+    let live = g.iter().find(|r| r["domain"] == "vph-exp-live").unwrap();
+    assert_eq!(live["counters"], "partial", "{v}");
+}
+
+/// `<perf>` with `event` enabled, added to the `<perf>` `xml` already has (or a new one).
+fn with_event_after(xml: &str, event: &str) -> String {
+    if xml.contains("</perf>") {
+        xml.replacen("</perf>", &format!("<event name='{event}' enabled='yes'/></perf>"), 1)
+    } else {
+        with_event(xml, event)
+    }
+}
