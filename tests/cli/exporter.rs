@@ -44,7 +44,7 @@ impl Fake {
     }
 
     /// `domstats` (every run) and `list` for these guests: (name, cpu.time ns, perf events).
-    pub fn guests(&self, guests: &[(&str, u64, &[(&str, u64)])]) {
+    pub fn guests(&self, guests: &[Guest]) {
         self.dir.write("domstats", &domstats(guests));
         let list: String = guests.iter().map(|(n, ..)| format!("{} {n}\n", Fake::uuid(n))).collect();
         self.dir.write("list", &format!("{list}\n"));
@@ -59,7 +59,10 @@ impl Fake {
     }
 }
 
-pub fn domstats(guests: &[(&str, u64, &[(&str, u64)])]) -> String {
+/// A guest for the fake: its name, cpu.time (ns) and perf events with their values.
+pub type Guest<'a> = (&'a str, u64, &'a [(&'a str, u64)]);
+
+pub fn domstats(guests: &[Guest]) -> String {
     let mut s = String::new();
     for (name, cpu, perf) in guests {
         s.push_str(&format!("Domain: '{name}'\n  cpu.time={cpu}\n  cpu.cache.monitor.count=0\n"));
