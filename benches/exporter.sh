@@ -16,17 +16,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-lock=/run/lock/virt-perf-hook-system-test.lock
-[ -d /run/lock ] || lock=/tmp/virt-perf-hook-system-test.lock
+. benches/lib.sh
 if [ -z "${VPH_BENCH_LOCKED:-}" ]; then
-  [ "$(id -u)" = 0 ] || { echo "exporter bench: run as root (it starts libvirtd)"; exit 2; }
-  for tool in virsh libvirtd virtlogd curl /usr/bin/time flock; do
-    command -v "$tool" >/dev/null || { echo "exporter bench: $tool missing"; exit 2; }
-  done
-  bin=$(packaging/release-binary.sh)
-  echo "exporter bench: waiting for $lock" >&2
-  exec env VPH_BENCH_LOCKED=1 VPH_BENCH_BIN="$bin" flock "$lock" "$0" "$@"
+  export VPH_BENCH_BIN
+  VPH_BENCH_BIN=$(packaging/release-binary.sh)
 fi
+bench_lock "exporter bench" virsh libvirtd virtlogd curl python3 /usr/bin/time flock -- "$0" "$@"
 bin=$VPH_BENCH_BIN
 uri=qemu:///system
 defined=${VPH_BENCH_DEFINED:-300}
@@ -35,13 +30,10 @@ scrapes=200
 work=$repo/benches/work-exporter
 prefix=vph-exp-bench-
 
-for _ in $(seq 30); do pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null || break; sleep 1; done
-if pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null; then
-  echo "exporter bench: a libvirt daemon is already running; stop it first"; exit 1
-fi
+bench_no_daemon "exporter bench"
 rm -rf "$work"
 mkdir -p "$work"
-started_virtlogd= exporter_pid=
+exporter_pid=
 cleanup() {
   set +e
   [ -n "$exporter_pid" ] && kill "$exporter_pid" 2>/dev/null
@@ -49,19 +41,14 @@ cleanup() {
     virsh -q -c "$uri" list --all --name | grep "^$prefix" | while read -r n; do
       echo "destroy --domain $n; undefine --domain $n;"; done >"$work/undef"
     [ -s "$work/undef" ] && virsh -q -c "$uri" "$(tr -d '\n' <"$work/undef")" >/dev/null 2>&1
-    kill "$(cat /run/libvirtd.pid)" 2>/dev/null
-    for _ in $(seq 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.2; done
   fi
-  [ -n "$started_virtlogd" ] && kill "$(cat /run/virtlogd.pid)" 2>/dev/null
+  bench_stop_libvirt
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ -e /dev/kvm ] && { chgrp kvm /dev/kvm; chmod 0660 /dev/kvm; } 2>/dev/null || true
-if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; started_virtlogd=1; fi
-libvirtd -d
-for _ in $(seq 150); do virsh -c "$uri" version >/dev/null 2>&1 && break; sleep 0.2; done
+bench_start_libvirt "$uri"
 
 perf="<perf><event name='page_faults' enabled='yes'/><event name='cpu_clock' enabled='yes'/><event name='task_clock' enabled='yes'/></perf>"
 cmds=
