@@ -356,6 +356,18 @@ fn exporter_hostile_clients_do_not_block_scrapes() {
     assert!(rss < 30 * 1024, "RSS {rss} KiB");
     drop(idle);
     slow.join().unwrap();
+    // 200 scrapes at once: all answered, sharing virsh runs (one at a time).
+    let runs = f.runs();
+    let threads: Vec<_> = (0..200)
+        .map(|_| {
+            let addr = e.addr.clone();
+            std::thread::spawn(move || get(&addr, "/metrics").0)
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+    assert!(f.runs() - runs < 200, "{} virsh runs for 200 concurrent scrapes", f.runs() - runs);
+    assert!(rss_kib(e.pid()) < 30 * 1024);
     // The slow client was cut off after the head deadline, and the exporter lives on.
     assert_eq!(get(&e.addr, "/metrics").0, 200);
     assert!(Path::new(&format!("/proc/{}", e.pid())).exists());
