@@ -23,27 +23,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-lock=/run/lock/virt-perf-hook-system-test.lock
-[ -d /run/lock ] || lock=/tmp/virt-perf-hook-system-test.lock
-if [ -z "${VPH_SWEEP_LOCKED:-}" ]; then
-  [ "$(id -u)" = 0 ] || { echo "sweep: run as root (it starts libvirtd)"; exit 2; }
-  for tool in virsh libvirtd virtlogd python3 /usr/bin/time flock; do
-    command -v "$tool" >/dev/null || { echo "sweep: $tool missing"; exit 2; }
-  done
-  echo "sweep: waiting for $lock" >&2
-  exec env VPH_SWEEP_LOCKED=1 flock "$lock" "$0" "$@"
-fi
+. benches/lib.sh
+bench_lock sweep virsh libvirtd virtlogd python3 /usr/bin/time flock -- "$0" "$@"
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(100 300 1000)
 uri=qemu:///system
 work=$repo/benches/work-sweep
 prefix=vph-sweep-
 
-# A daemon another test left behind may take a moment to go (the lock is ours now).
-for _ in $(seq 30); do pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null || break; sleep 1; done
-if pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null; then
-  echo "sweep: a libvirt daemon is already running; stop it first"; exit 1
-fi
+bench_no_daemon sweep
 
 rm -rf "$work"
 mkdir -p "$work/xml"
@@ -54,15 +42,10 @@ cfg=$work/config.json
 printf '{"enabled_perf_events": ["page_faults", "cpu_clock"], "domains": {"include": ["%s*"]}}\n' "$prefix" >"$cfg"
 chmod 0644 "$cfg"
 
-started_virtlogd=
 cleanup() {
   set +e
-  if pgrep -x libvirtd >/dev/null; then
-    undefine_all
-    kill "$(cat /run/libvirtd.pid)" 2>/dev/null
-    for _ in $(seq 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.2; done
-  fi
-  [ -n "$started_virtlogd" ] && kill "$(cat /run/virtlogd.pid)" 2>/dev/null
+  pgrep -x libvirtd >/dev/null && undefine_all
+  bench_stop_libvirt
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -95,11 +78,7 @@ make_guests() { # N
   done
 }
 
-# A usable /dev/kvm spares libvirt a capability re-probe per call (see tests/cli/common.rs).
-[ -e /dev/kvm ] && { chgrp kvm /dev/kvm; chmod 0660 /dev/kvm; } 2>/dev/null || true
-if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; started_virtlogd=1; fi
-libvirtd -d
-for _ in $(seq 150); do virsh -c "$uri" version >/dev/null 2>&1 && break; sleep 0.2; done
+bench_start_libvirt "$uri"
 undefine_all
 
 # The per-guest approach (see the top).

@@ -93,6 +93,8 @@ install -D -m 0644 "$here/copyright" "$docs/copyright"
 install -m 0644 "$top/LICENSE-MIT" "$top/LICENSE-APACHE" "$docs/"
 # The watch unit: /lib/systemd/system in the .deb (Debian 12), /usr/lib/systemd/system in the .rpm.
 install -m 0644 "$here/virt-perf-hook.service" "$docs/"
+# The exporter's unit, shipped disabled.
+install -m 0644 "$here/virt-perf-hook-exporter.service" "$docs/"
 
 build_deb() {
     arch=$(dpkg --print-architecture)
@@ -108,6 +110,7 @@ build_deb() {
     install -m 0755 "$here/deb/postinst" "$here/deb/prerm" "$here/deb/postrm" "$root/DEBIAN/"
     # Debian 12 keeps units in /lib (merged /usr makes it the same directory).
     install -D -m 0644 "$docs/virt-perf-hook.service" "$root/lib/systemd/system/virt-perf-hook.service"
+    install -m 0644 "$docs/virt-perf-hook-exporter.service" "$root/lib/systemd/system/"
     echo /etc/virt-perf-hook/config.json >"$root/DEBIAN/conffiles"
     (cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's|^\./||' \
         | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"

@@ -153,6 +153,12 @@ fi
 if command -v deb-systemd-helper >/dev/null 2>&1; then
     check "watch unit enabled on install (multi-user.target.wants)" \
         test -L /etc/systemd/system/multi-user.target.wants/virt-perf-hook.service
+    check "exporter unit installed, disabled" test -f /lib/systemd/system/virt-perf-hook-exporter.service \
+        -a ! -e /etc/systemd/system/multi-user.target.wants/virt-perf-hook-exporter.service
+fi
+if command -v systemd-analyze >/dev/null 2>&1; then
+    same "$(systemd-analyze verify /lib/systemd/system/virt-perf-hook-exporter.service 2>&1)" "" \
+        "systemd-analyze verify the exporter unit"
 fi
 if command -v groff >/dev/null 2>&1; then
     warnings=$(zcat "$man" | LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z 2>&1)

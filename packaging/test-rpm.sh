@@ -20,6 +20,7 @@ lrwxrwxrwx root:root /etc/libvirt/hooks/qemu.d/virt-perf-hook
 drwxr-xr-x root:root /etc/virt-perf-hook
 -rw-r--r-- root:root /etc/virt-perf-hook/config.json
 -rwxr-xr-x root:root /usr/bin/virt-perf-hook
+-rw-r--r-- root:root /usr/lib/systemd/system/virt-perf-hook-exporter.service
 -rw-r--r-- root:root /usr/lib/systemd/system/virt-perf-hook.service
 drwxr-xr-x root:root /usr/lib/virt-perf-hook
 -rwxr-xr-x root:root /usr/lib/virt-perf-hook/post-install
@@ -53,6 +54,9 @@ has "$scripts" 'systemctl start virt-perf-hook.service' "%post starts it where s
 has "$scripts" 'systemctl try-restart virt-perf-hook.service' "%post restarts it on upgrade where systemd runs"
 has "$scripts" 'systemctl stop virt-perf-hook.service' "%preun stops it on erase"
 has "$scripts" 'systemctl --no-reload disable virt-perf-hook.service' "%preun disables it on erase"
+if printf '%s' "$scripts" | grep -q 'enable virt-perf-hook-exporter'; then
+    echo "FAIL $name: %post enables the exporter (it is disabled by default)" >&2; exit 1
+fi
 
 has "$(rpm -qp --recommends "$rpm")" "libvirt-daemon" "Recommends: libvirt-daemon"
 requires=$(rpm -qpR "$rpm")

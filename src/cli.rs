@@ -3,9 +3,10 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{apply, define, hook, report, status, watch, Ctx};
+use crate::cmd::{apply, define, exporter, hook, report, status, top, watch, Ctx};
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -42,6 +43,18 @@ COMMANDS:
         Runs until SIGTERM or SIGINT (exit 0); SIGHUP re-reads the config and sweeps. One
         watch per connection: a second exits with status 5. Packaged as
         virt-perf-hook.service.
+    exporter [-C URI] [--listen ADDR:PORT] [--timeout SECS] [--readonly]
+    exporter [-C URI] --textfile PATH [--interval SECS | --once] [--timeout SECS] [--readonly]
+        Every running guest's perf counters, CPU time and whether its counters are complete,
+        in the Prometheus text format on http://127.0.0.1:10077/metrics (--listen: another
+        address; anything but loopback only when given), or written to PATH for
+        node_exporter's textfile collector (atomic rename; every 15 s, or once). One virsh
+        per scrape, killed after --timeout (5 s). --readonly: libvirt's read-only socket.
+        Packaged as virt-perf-hook-exporter.service (disabled). See docs/monitoring.md.
+    top [-C URI] [--interval SECS] [--sort COLUMN] [--once [--json]] [--readonly]
+        Per running guest: CPU %, the rate of each enabled event, IPC and cache-miss %;
+        PART marks partial counters. Keys: P (CPU) N (name) I (IPC) < > (column) R (reverse)
+        q (quit). --once prints one table (or JSON) after one interval (2 s).
     events [--json]
         All 22 libvirt perf events: libvirt-since, supported here, openable here, configured.
     check [--json]
@@ -84,6 +97,8 @@ pub enum Command {
     Apply(apply::ApplyOpts),
     Status(status::StatusOpts),
     Watch(watch::WatchOpts),
+    Exporter(exporter::ExporterOpts),
+    Top(top::TopOpts),
     Events { json: bool },
     Check { json: bool },
     Refresh,
@@ -139,9 +154,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
         let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
     // A service logs what it changes: info by default (-q still silences it).
-    let service = matches!(inv.command, Command::Watch(_)) && inv.verbosity >= 0;
+    let service = matches!(inv.command, Command::Watch(_) | Command::Exporter(_)) && inv.verbosity >= 0;
     logging::init_cli(inv.verbosity + i8::from(service));
-    if let Some(limit) = inv.timeout {
+    // The exporter and top answer a scrape or a refresh: their virsh gets a shorter bound.
+    let limit = match &inv.command {
+        Command::Exporter(o) => Some(o.timeout),
+        Command::Top(_) => Some(inv.timeout.unwrap_or(exporter::DEFAULT_TIMEOUT)),
+        _ => inv.timeout,
+    };
+    if let Some(limit) = limit {
         crate::libvirt::process::set_timeout(limit);
     }
     let paths = Paths::from_env();
@@ -162,6 +183,8 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Apply(o) => apply::apply(ctx, &o),
         Command::Status(o) => status::status(ctx, &o),
         Command::Watch(o) => watch::watch(ctx, &o),
+        Command::Exporter(o) => exporter::exporter(ctx, &o),
+        Command::Top(o) => top::top(ctx, &o),
         Command::Events { json } => report::events(ctx, json),
         Command::Check { json } => report::check(ctx, json),
         Command::Refresh => report::refresh(ctx),
@@ -201,7 +224,15 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
                 let v = v.ok_or_else(|| Error::Usage(format!("{spelled} needs a connection URI")))?;
                 opts.connect = Some((utf8(v)?, spelled));
             }
-            Long(flag @ ("dry-run" | "diff" | "validate" | "paused" | "all" | "live" | "json")) => opts.flags.push(flag.to_string()),
+            Long(flag @ ("dry-run" | "diff" | "validate" | "paused" | "all" | "live" | "json" | "once" | "readonly")) => {
+                opts.flags.push(flag.to_string())
+            }
+            Long(name @ ("listen" | "textfile" | "interval" | "sort")) => {
+                let name = name.to_string();
+                let v = p.value().ok().filter(|v| !v.is_empty());
+                let v = v.ok_or_else(|| Error::Usage(format!("{spelled} needs a value")))?;
+                opts.values.push((name, utf8(v)?));
+            }
             Value(v) if name.is_none() => {
                 let word = utf8(v)?;
                 if matches!(word.as_str(), "qemu" | "daemon") {
@@ -222,11 +253,14 @@ pub fn parse(args: &[OsString]) -> Result<Invocation> {
         }
     }
     let name = name.ok_or_else(|| Error::Usage("no command given".into()))?;
-    let command = command(&name, opts)?;
+    let mut command = command(&name, opts)?;
+    if let (Command::Exporter(o), Some(limit)) = (&mut command, timeout) {
+        o.timeout = limit;
+    }
     Ok(Invocation { command, config, verbosity, timeout })
 }
 
-const COMMANDS: &[&str] = &["help", "version", "filter", "define", "create", "apply", "status", "watch", "events", "check", "refresh"];
+const COMMANDS: &[&str] = &["help", "version", "filter", "define", "create", "apply", "status", "watch", "exporter", "top", "events", "check", "refresh"];
 
 /// A `--timeout` value: seconds, more than 0 and at most a day (fractions allowed).
 fn seconds(v: Option<OsString>, spelled: &str) -> Result<std::time::Duration> {
@@ -248,6 +282,8 @@ struct CommandOpts {
     flags: Vec<String>,
     /// The URI and how the option was spelled (`-C`, `--connect`).
     connect: Option<(String, String)>,
+    /// Options with a value (`--listen ADDR`), long name without dashes.
+    values: Vec<(String, String)>,
     operands: Vec<String>,
 }
 
@@ -257,6 +293,22 @@ impl CommandOpts {
         let before = self.flags.len();
         self.flags.retain(|f| f != name);
         self.flags.len() != before
+    }
+
+    /// Takes the value of `--name` if given (the last one counts).
+    fn value(&mut self, name: &str) -> Option<String> {
+        let v = self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        self.values.retain(|(n, _)| n != name);
+        v
+    }
+
+    /// Takes `--name SECONDS` (a positive number, fractions allowed), else `default`.
+    fn seconds(&mut self, cmd: &str, name: &str, default: Duration) -> Result<Duration> {
+        let Some(v) = self.value(name) else { return Ok(default) };
+        match v.parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.1..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+            _ => Err(Error::Usage(format!("{cmd}: --{name} '{v}' is not a number of seconds from 0.1 to 86400"))),
+        }
     }
 
     /// `--all` or domain names: exactly one of the two.
@@ -270,7 +322,8 @@ impl CommandOpts {
 
     /// Fails on any option the command did not take.
     fn done(&self, cmd: &str) -> Result<()> {
-        let left = self.flags.first().map(|f| format!("--{f}")).or_else(|| self.connect.as_ref().map(|c| c.1.clone()));
+        let left = self.flags.first().map(|f| format!("--{f}"));
+        let left = left.or_else(|| self.values.first().map(|v| format!("--{}", v.0))).or_else(|| self.connect.as_ref().map(|c| c.1.clone()));
         match left {
             Some(opt) => Err(Error::Usage(format!("{cmd}: unknown option '{opt}'"))),
             None => Ok(()),
@@ -346,6 +399,31 @@ fn command(name: &str, mut o: CommandOpts) -> Result<Command> {
             o.done(name)?;
             o.no_operands(name)?;
             Command::Watch(watch::WatchOpts { connect })
+        }
+        "exporter" => {
+            let connect = o.connect.take().map(|c| c.0);
+            let (listen, textfile) = (o.value("listen"), o.value("textfile").map(PathBuf::from));
+            let interval = o.seconds(name, "interval", exporter::DEFAULT_INTERVAL)?;
+            let timeout = exporter::DEFAULT_TIMEOUT; // --timeout, a global option, replaces it (parse)
+            let (once, readonly) = (o.take("once"), o.take("readonly"));
+            o.done(name)?;
+            o.no_operands(name)?;
+            if textfile.is_some() && listen.is_some() {
+                return Err(Error::Usage("exporter: --textfile and --listen exclude each other".into()));
+            }
+            if once && textfile.is_none() {
+                return Err(Error::Usage("exporter: --once needs --textfile".into()));
+            }
+            Command::Exporter(exporter::ExporterOpts { connect, listen, textfile, interval, timeout, once, readonly })
+        }
+        "top" => {
+            let connect = o.connect.take().map(|c| c.0);
+            let interval = o.seconds(name, "interval", top::DEFAULT_INTERVAL)?;
+            let sort = o.value("sort");
+            let (once, json, readonly) = (o.take("once"), o.take("json"), o.take("readonly"));
+            o.done(name)?;
+            o.no_operands(name)?;
+            Command::Top(top::TopOpts { connect, once, json, interval, sort, readonly })
         }
         "events" | "check" => {
             let json = o.take("json");

@@ -10,11 +10,13 @@ use crate::support::paths::{Paths, CONFIG_ENV};
 
 pub mod apply;
 pub mod define;
+pub mod exporter;
 pub mod filter;
 pub mod hook;
 pub mod report;
 pub mod status;
 pub mod sweep;
+pub mod top;
 pub mod watch;
 
 /// What every command needs: where things are and which config to read.

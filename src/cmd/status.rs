@@ -11,7 +11,7 @@
 //! by comparing a clock counter (`task_clock`, `cpu_clock`: nanoseconds the counted threads ran)
 //! with the CPU time of the whole guest (`cpu.time`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::libvirt::parse::dedup;
@@ -21,6 +21,7 @@ use crate::cmd::{filter, print_json, write_stdout, Ctx};
 use crate::core::config::Config;
 use crate::core::resctrl::{self, Monitor};
 use crate::core::rewrite::Document;
+use crate::host::domstats::{judge, parse_domstats, Counters, CLOCKS};
 use crate::host::plan::{self, Plan};
 use crate::support::error::{exit, Result};
 
@@ -29,14 +30,6 @@ pub const SCHEMA: u32 = 1;
 
 /// How long the counters and CPU time are watched.
 const INTERVAL: Duration = Duration::from_secs(1);
-/// Less CPU time than this (ns) is too little to judge by.
-const MIN_CPU_NS: u64 = 20_000_000;
-/// Clock counter / CPU time at or above this: complete.
-const COMPLETE: f64 = 0.9;
-/// Below this: partial.
-const PARTIAL: f64 = 0.5;
-/// The events that count nanoseconds of the guest's threads, preferred first.
-const CLOCKS: [&str; 2] = ["task_clock", "cpu_clock"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusOpts {
@@ -44,31 +37,6 @@ pub struct StatusOpts {
     pub json: bool,
     pub all: bool,
     pub domains: Vec<String>,
-}
-
-/// How far a guest's live counters can be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Counters {
-    /// The clock counter saw (nearly) all of the guest's CPU time.
-    Complete,
-    /// It saw less than half: opened on the running guest, it misses threads.
-    Partial,
-    /// No events live (or the guest is not running).
-    None,
-    /// Cannot tell; `reason` says why.
-    Unknown,
-}
-
-impl Counters {
-    fn as_str(self) -> &'static str {
-        match self {
-            Counters::Complete => "complete",
-            Counters::Partial => "partial",
-            Counters::None => "none",
-            Counters::Unknown => "unknown",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -345,62 +313,6 @@ fn clock(g: &Guest) -> Option<&'static str> {
     CLOCKS.into_iter().find(|c| g.live_events.iter().any(|e| e == c))
 }
 
-/// One guest's `virsh domstats` fields with integer values.
-pub type Stats = HashMap<String, u64>;
-
-/// `virsh domstats` output: `Domain: 'NAME'` and then indented `key=value` lines.
-pub fn parse_domstats(text: &str) -> HashMap<String, Stats> {
-    let mut out: HashMap<String, Stats> = HashMap::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("Domain: '") {
-            current = rest.strip_suffix('\'').map(str::to_string);
-            if let Some(name) = &current {
-                out.entry(name.clone()).or_default();
-            }
-        } else if let (Some(name), Some((k, v))) = (&current, line.trim().split_once('=')) {
-            if let (true, Ok(v)) = (line.starts_with([' ', '\t']), v.parse::<u64>()) {
-                out.entry(name.clone()).or_default().insert(k.to_string(), v);
-            }
-        }
-    }
-    out
-}
-
-/// Complete, partial or unknown from two samples `secs` apart of `cpu.time` and
-/// `perf.<clock>` (both nanoseconds). Over the interval when the guest used at least
-/// [`MIN_CPU_NS`] in it; else over its whole run (both count from its start when the counters
-/// were opened at launch).
-pub fn judge(clock: &str, before: Option<&Stats>, after: Option<&Stats>, secs: f64) -> (Counters, String) {
-    let field = format!("perf.{clock}");
-    let (Some(a), Some(b)) = (before, after) else {
-        return (Counters::Unknown, "not in 'virsh domstats' (did it stop?)".into());
-    };
-    let (Some(c0), Some(c1), Some(k0), Some(k1)) = (a.get("cpu.time"), b.get("cpu.time"), a.get(&field), b.get(&field)) else {
-        return (Counters::Unknown, format!("'virsh domstats' gave no cpu.time or {field}"));
-    };
-    let (d_cpu, d_clock) = (c1.saturating_sub(*c0), k1.saturating_sub(*k0));
-    let ms = |ns: u64| ns as f64 / 1e6;
-    let (ratio, basis) = if d_cpu >= MIN_CPU_NS {
-        (d_clock as f64 / d_cpu as f64, format!("over {secs:.1} s"))
-    } else if *c1 >= MIN_CPU_NS {
-        (*k1 as f64 / *c1 as f64, format!("since its start (it was idle for the {secs:.1} s sample)"))
-    } else {
-        let why = format!("it used too little CPU to judge ({:.1} ms in {secs:.1} s, {:.1} ms in all)", ms(d_cpu), ms(*c1));
-        return (Counters::Unknown, why);
-    };
-    let what = format!("{clock} counted {:.1}% of its CPU time {basis}", ratio * 100.0);
-    if ratio >= COMPLETE {
-        (Counters::Complete, what)
-    } else if ratio < PARTIAL {
-        let why = "the counters were opened on the running guest and miss its vCPU threads; \
-                   they are complete from its next start (boot, restore or migration)";
-        (Counters::Partial, format!("{what}: {why}"))
-    } else {
-        (Counters::Unknown, format!("{what}: between 50% and 90%, neither complete nor clearly partial"))
-    }
-}
-
 /// The table: one row per guest, skipped ones last.
 fn render(guests: &[Guest], skipped: &[String]) -> String {
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
@@ -438,50 +350,4 @@ fn render(guests: &[Guest], skipped: &[String]) -> String {
         rows.push([name.clone(), "skipped".into(), dash(), dash(), dash(), dash(), why]);
     }
     table(["DOMAIN", "STATE", "CONFIG", "LIVE", "COUNTERS", "AT RISK", "DETAIL"], &rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stats(cpu: u64, clock: u64) -> Stats {
-        [("cpu.time".to_string(), cpu), ("perf.task_clock".to_string(), clock)].into_iter().collect()
-    }
-
-    #[test]
-    fn parses_domstats() {
-        let text = "Domain: 'a b'\n  cpu.time=2336461000\n  perf.task_clock=1693201\n  state.reason=x\n\nDomain: 'c'\n  cpu.time=5\n";
-        let s = parse_domstats(text);
-        assert_eq!(s["a b"]["cpu.time"], 2_336_461_000);
-        assert_eq!(s["a b"]["perf.task_clock"], 1_693_201);
-        assert!(!s["a b"].contains_key("state.reason"));
-        assert_eq!(s["c"].len(), 1);
-        assert!(parse_domstats("garbage\n  x=1\n").is_empty());
-    }
-
-    #[test]
-    fn judges_by_ratio() {
-        // Measured on libvirt 9.0.0 (TCG guest spinning one vCPU): enabled live, then restored.
-        let (c, why) = judge("task_clock", Some(&stats(1_315_301_000, 72_728)), Some(&stats(2_336_461_000, 1_693_201)), 1.0);
-        assert_eq!(c, Counters::Partial, "{why}");
-        assert!(why.starts_with("task_clock counted 0.2% of its CPU time over 1.0 s: "), "{why}");
-        let (c, why) = judge("task_clock", Some(&stats(329_055_000, 327_294_664)), Some(&stats(1_348_047_000, 1_346_659_670)), 1.0);
-        assert_eq!(c, Counters::Complete, "{why}");
-        let (c, _) = judge("task_clock", Some(&stats(0, 0)), Some(&stats(100_000_000, 70_000_000)), 1.0);
-        assert_eq!(c, Counters::Unknown);
-    }
-
-    #[test]
-    fn idle_guests_are_judged_over_their_run() {
-        let (c, why) = judge("task_clock", Some(&stats(900_000_000, 899_000_000)), Some(&stats(905_000_000, 904_000_000)), 1.0);
-        assert_eq!(c, Counters::Complete);
-        assert!(why.contains("since its start"), "{why}");
-        let (c, _) = judge("task_clock", Some(&stats(900_000_000, 1_000)), Some(&stats(905_000_000, 2_000)), 1.0);
-        assert_eq!(c, Counters::Partial);
-        let (c, why) = judge("task_clock", Some(&stats(1_000_000, 0)), Some(&stats(2_000_000, 0)), 1.0);
-        assert_eq!(c, Counters::Unknown);
-        assert!(why.contains("too little CPU"), "{why}");
-        let (c, why) = judge("task_clock", None, Some(&stats(1, 1)), 1.0);
-        assert_eq!((c, why.as_str()), (Counters::Unknown, "not in 'virsh domstats' (did it stop?)"));
-    }
 }

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod detect;
+pub mod domstats;
 pub mod mac;
 pub mod plan;
 pub mod probe;

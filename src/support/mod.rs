@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod fsutil;
+pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod paths;
