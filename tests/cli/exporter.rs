@@ -281,7 +281,7 @@ fn exporter_usage_errors() {
         (&["exporter", "--once"][..], "exporter: --once needs --textfile"),
         (&["exporter", "--textfile", "/x", "--listen", ":1"][..], "exclude each other"),
         (&["exporter", "--interval", "0"][..], "--interval '0' is not a number of seconds"),
-        (&["exporter", "--timeout", "x"][..], "--timeout 'x'"),
+        (&["exporter", "--timeout", "x"][..], "--timeout needs a number of seconds"),
         (&["exporter", "--listen", "nowhere"][..], "--listen 'nowhere' is not ADDR:PORT"),
         (&["exporter", "--sort", "cpu"][..], "exporter: unknown option '--sort'"),
         (&["exporter", "extra"][..], "unexpected argument 'extra'"),
