@@ -404,9 +404,9 @@ fn free_port() -> u16 {
 #[test]
 fn exporter_scraped_by_prometheus_on_a_real_libvirtd() {
     let mut host = crate::libvirt_or_skip!();
-    for prog in ["prometheus", "promtool", "curl"] {
+    for prog in ["prometheus", "promtool", "curl", "tmux"] {
         if !have(prog) {
-            crate::skip!("{prog} not installed (apt-get install prometheus curl)");
+            crate::skip!("{prog} not installed (apt-get install prometheus curl tmux)");
         }
     }
     host.start();
@@ -481,6 +481,13 @@ fn exporter_scraped_by_prometheus_on_a_real_libvirtd() {
     assert!(g[0]["cpu_percent"].as_f64().unwrap() > 50.0, "{v}");
     let live = g.iter().find(|r| r["domain"] == "vph-exp-live").unwrap();
     assert_eq!(live["counters"], "partial", "{v}");
+    // And live under tmux, 80x24: the busy guest first by CPU, the other one marked.
+    let t = crate::top::Tmux(format!("vph-exp-{}", std::process::id()));
+    let run = format!("env VIRT_PERF_HOOK_ROOT={} {BIN} top -C {URI} --interval 1", root.path().display());
+    assert!(t.cmd(&["new-session", "-d", "-s", "top", "-x", "80", "-y", "24", &run]).status.success());
+    let s = t.first_row("vph-exp-busy");
+    assert!(s.lines().any(|l| l.starts_with("vph-exp-live") && l.contains(" PART")), "{s}");
+    assert!(s.lines().count() <= 24 && s.lines().all(|l| l.chars().count() <= 80), "{s}");
 }
 
 /// `<perf>` with `event` enabled, added to the `<perf>` `xml` already has (or a new one).

@@ -63,19 +63,19 @@ fn top_once_json() {
 }
 
 /// tmux with its own server socket, killed on drop.
-struct Tmux(String);
+pub struct Tmux(pub String);
 
 impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
+    pub fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux").args(["-L", &self.0]).args(args).output().unwrap()
     }
 
-    fn screen(&self) -> String {
+    pub fn screen(&self) -> String {
         stdout(&self.cmd(&["capture-pane", "-p", "-t", "top"]))
     }
 
     /// Waits (up to 10 s) until the first data row starts with `name`; returns the screen.
-    fn first_row(&self, name: &str) -> String {
+    pub fn first_row(&self, name: &str) -> String {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             let s = self.screen();
