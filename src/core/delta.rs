@@ -67,6 +67,9 @@ impl PerfDelta {
         if outcome.merged_blocks > 0 || !outcome.removed_duplicates.is_empty() {
             d.surgery.push(Surgery::Structure);
         }
+        if outcome.beyond_perf() {
+            d.surgery.push(Surgery::Other("resctrl monitors go into <cputune>".into()));
+        }
         d
     }
 
@@ -126,6 +129,15 @@ mod tests {
         assert_eq!((d.disable, d.surgery), (vec!["cpu_clock".to_string()], vec![]));
         let back = rewrite(&disabled, &["cpu_clock"], &Removals::default(), Existing::Override).unwrap();
         assert_eq!(back.enabled, vec!["cpu_clock"]);
+    }
+
+    /// A resctrl monitor goes into `<cputune>`, which `virsh perf` cannot write: guarded define.
+    #[test]
+    fn resctrl_monitors_need_surgery() {
+        let o = Outcome { added: vec!["page_faults"], monitors: vec![crate::core::resctrl::Monitor::Cache], ..Outcome::default() };
+        let d = PerfDelta::of(&o, &[], &["page_faults"], Existing::Respect);
+        assert!(!d.atomic());
+        assert_eq!(d.surgery, vec![Surgery::Other("resctrl monitors go into <cputune>".into())]);
     }
 
     /// Log lines show odd names from a guest's XML escaped (issue 19): an empty one, a tab.
