@@ -343,7 +343,7 @@ impl Round<'_> {
                 continue;
             }
             slots[c.slot] = Slot::Done(match r.failed() {
-                false => Row { domain: g.name, result: Verdict::Changed, detail: c.detail },
+                false => Row { domain: g.name, result: Verdict::Changed, detail: disabled_wording(&c.detail) },
                 true if gone(&r) => Row { domain: g.name, result: Verdict::Skipped, detail: GONE.into() },
                 // Undefined while running: libvirt refuses a persistent change, as it should.
                 true if r.stderr.contains("transient domain") => Row { domain: g.name, result: Verdict::Skipped, detail: TRANSIENT_NOW.into() },
@@ -445,6 +445,15 @@ impl Round<'_> {
         // libvirt writes a '\r' in a value (a name may end in one) as is, and the XML parser
         // reads a bare '\r' as a newline (a name with one is refused): as a reference it stays.
         Ok(Change::New { detail, delta, read: xml.stdout.clone(), new: new.replace('\r', "&#13;") })
+    }
+}
+
+/// A row's detail once `perf --disable` did the healing: the events are `enabled='no'` now, not
+/// removed (the summary, written for the byte rewrite, says "removed").
+fn disabled_wording(detail: &str) -> String {
+    match detail.strip_prefix("removed ") {
+        Some(rest) => format!("disabled {rest}"),
+        None => detail.replacen("; removed ", "; disabled ", 1),
     }
 }
 

@@ -160,7 +160,9 @@ impl Sweeper<'_> {
             match row.result {
                 Verdict::Changed => row.log(log::Level::Info),
                 // A guest undefined or renamed between its event and the fix: nothing to say.
-                Verdict::Failed if row.detail.contains("failed to get domain") => row.log(log::Level::Debug),
+                Verdict::Failed if row.detail.contains("failed to get domain") => {
+                    log::debug!("domain '{}': gone before its fix ({})", printable(&row.domain), row.detail)
+                }
                 Verdict::Failed => row.log(log::Level::Warn),
                 _ => row.log(log::Level::Debug),
             }

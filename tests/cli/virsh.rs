@@ -498,6 +498,7 @@ fn apply_live_is_a_usage_error() {
 }
 
 /// Events the guest enables that this host cannot have are removed from its persistent config
+/// (here by the guarded define: this fake driver refuses `perf`)
 /// (the fake root has no PMU and no intel_cqm); `enabled='no'` choices stay; "keep" leaves them.
 #[test]
 fn apply_heals_the_persistent_config() {
