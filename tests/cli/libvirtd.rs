@@ -40,14 +40,15 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// The processes named `name` in this PID namespace. A daemon in a container (another
+/// The live processes named `name` in this PID namespace. A daemon in a container (another
 /// namespace, e.g. a systemd-nspawn test's) has its own /run and sockets: it neither answers
 /// qemu:///system here nor runs this host's hooks.
 pub fn host_pids(name: &str) -> Vec<i32> {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     let ours = ns("self");
     let out = Command::new("pgrep").args(["-x", name]).output().map(|o| stdout(&o)).unwrap_or_default();
-    out.lines().filter(|p| ns(p.trim()) == ours).filter_map(|p| p.trim().parse().ok()).collect()
+    // A zombie (a stopped daemon its reaper has not collected yet) runs no more.
+    out.lines().filter(|p| ns(p.trim()) == ours).filter_map(|p| p.trim().parse().ok()).filter(|&p| alive(p)).collect()
 }
 
 /// The pid in `pidfile`, else the one process named `name` here (a daemon the fixture started
