@@ -1370,11 +1370,11 @@ pub fn real_libvirtd_sweep(uri: &str) {
     );
     let env = [("VIRSH", wrapper.to_str().unwrap())];
     let out = tool(&["apply", "--all"], &env);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    // Gone meanwhile is not a failure: it is left alone (and not defined again).
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(root.path().join("undefined").exists(), "the wrapper did not undefine the guest");
     let (res, detail) = row(&out, &shown(names[victim]));
-    assert_eq!(res, "failed", "{}", stdout(&out));
-    assert!(detail.contains(&format!("failed to get domain '{}'", uuid(victim))), "{detail}");
+    assert_eq!((res.as_str(), detail.as_str()), ("skipped", "no longer defined: left alone"), "{}", stdout(&out));
     for (i, n) in names.iter().enumerate().filter(|(i, _)| *i != victim) {
         let want = if i < fresh { "changed" } else { "ok" };
         assert_eq!(row(&out, &shown(n)).0, want, "{n:?}:\n{}", stdout(&out));
