@@ -1352,8 +1352,8 @@ pub fn real_libvirtd_sweep(uri: &str) {
     }
 
     // A guest undefined in the middle of the run: after the lists and names, just before its
-    // config is read (a $VIRSH that undefines it, then hands the batch to virsh). It fails
-    // alone; the others are done.
+    // config is read (a $VIRSH that undefines it, then hands the batch to virsh). It is
+    // skipped alone; the others are done.
     for i in 0..fresh {
         define(i, "");
     }
