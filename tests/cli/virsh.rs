@@ -1380,7 +1380,7 @@ pub fn real_libvirtd_sweep(uri: &str) {
         assert_eq!(row(&out, &shown(n)).0, want, "{n:?}:\n{}", stdout(&out));
         assert!(persistent(i).contains("<event name='page_faults' enabled='yes'/>"), "{n:?}");
     }
-    assert!(stderr(&out).contains(&format!("1 of {} domain(s) failed", guests.len())), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("domain(s) failed"), "{}", stderr(&out));
 
     // status too: the guest undefined before its config is read is a row saying so.
     std::fs::remove_file(root.path().join("undefined")).unwrap();
