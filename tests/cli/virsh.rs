@@ -1352,8 +1352,8 @@ pub fn real_libvirtd_sweep(uri: &str) {
     }
 
     // A guest undefined in the middle of the run: after the lists and names, just before its
-    // config is read (a $VIRSH that undefines it, then hands the batch to virsh). It fails
-    // alone; the others are done.
+    // config is read (a $VIRSH that undefines it, then hands the batch to virsh). It is
+    // skipped alone; the others are done.
     for i in 0..fresh {
         define(i, "");
     }
@@ -1370,17 +1370,17 @@ pub fn real_libvirtd_sweep(uri: &str) {
     );
     let env = [("VIRSH", wrapper.to_str().unwrap())];
     let out = tool(&["apply", "--all"], &env);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    // Gone meanwhile is not a failure: it is left alone (and not defined again).
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(root.path().join("undefined").exists(), "the wrapper did not undefine the guest");
     let (res, detail) = row(&out, &shown(names[victim]));
-    assert_eq!(res, "failed", "{}", stdout(&out));
-    assert!(detail.contains(&format!("failed to get domain '{}'", uuid(victim))), "{detail}");
+    assert_eq!((res.as_str(), detail.as_str()), ("skipped", "no longer defined: left alone"), "{}", stdout(&out));
     for (i, n) in names.iter().enumerate().filter(|(i, _)| *i != victim) {
         let want = if i < fresh { "changed" } else { "ok" };
         assert_eq!(row(&out, &shown(n)).0, want, "{n:?}:\n{}", stdout(&out));
         assert!(persistent(i).contains("<event name='page_faults' enabled='yes'/>"), "{n:?}");
     }
-    assert!(stderr(&out).contains(&format!("1 of {} domain(s) failed", guests.len())), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("domain(s) failed"), "{}", stderr(&out));
 
     // status too: the guest undefined before its config is read is a row saying so.
     std::fs::remove_file(root.path().join("undefined")).unwrap();
