@@ -9,7 +9,7 @@ use crate::core::config::{Config, Unsupported};
 use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
 use crate::host::cache;
-use crate::host::{Finding, Status};
+use crate::core::finding::{Finding, Status};
 use crate::host::plan::{self, Assessment, CacheState, Mode};
 use crate::support::error::{exit, Result};
 use crate::support::paths::Paths;
@@ -184,7 +184,7 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
         }))?;
     } else {
         for i in &items.0 {
-            println!("{:<8} {}", i.status.as_str(), i.message);
+            println!("{:<8} {}", i.status, i.message);
         }
         println!("{}", if code == exit::OK { "all well" } else { "problems found" });
     }

@@ -6,13 +6,23 @@ use glob::Pattern;
 use serde_json::Value;
 
 use crate::core::events;
-use crate::core::rewrite::Existing;
 use crate::core::version::Version;
 use crate::support::error::{Error, Result};
 use crate::support::text::{closest, printable};
 
 /// Config files are small; anything larger is a mistake (wrong file), not a config.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+/// What to do with a configured event the XML already has with `enabled='no'` (config key
+/// `existing`).
+pub enum Existing {
+    /// An event the XML already has with `enabled='no'` stays `no`.
+    Respect,
+    /// Configured events are forced to `enabled='yes'`.
+    Override,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

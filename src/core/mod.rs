@@ -4,5 +4,6 @@
 pub mod config;
 pub mod diff;
 pub mod events;
+pub mod finding;
 pub mod rewrite;
 pub mod version;
