@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{hook, report, status, virsh, watch, Ctx};
+use crate::cmd::{hook, report, status, virsh, watch, write_stdout, Ctx};
 use crate::support::error::{exit, Error, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -116,28 +116,26 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Qemu(a) => return hook::run(hook::Hook::Qemu, a, inv.config.clone()),
         Command::Daemon(a) => return hook::run(hook::Hook::Daemon, a, inv.config.clone()),
         Command::Help => {
-            print!("{HELP}");
-            return exit::OK;
+            return finish(write_stdout(HELP).map(|()| exit::OK));
         }
         Command::Version => {
-            println!("virt-perf-hook {}", env!("CARGO_PKG_VERSION"));
-            return exit::OK;
+            return finish(write_stdout(&format!("virt-perf-hook {}\n", env!("CARGO_PKG_VERSION"))).map(|()| exit::OK));
         }
         _ => {}
-    }
-    // Like other Unix filters, end quietly when the reader goes away (`events | head`) instead of
-    // failing every later write; Rust ignores SIGPIPE by default. Not in hook mode, where a failed
-    // write must be reported to libvirt as an error.
-    // SAFETY: no other threads exist yet and SIG_DFL installs no Rust handler.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
     // A service logs what it changes: info by default (-q still silences it).
     let service = matches!(inv.command, Command::Watch(_)) && inv.verbosity >= 0;
     logging::init_cli(inv.verbosity + i8::from(service));
     let paths = Paths::from_env();
     let ctx = Ctx { config_path: crate::cmd::config_path(&paths, inv.config.clone()), paths };
-    match dispatch(&ctx, inv.command) {
+    finish(dispatch(&ctx, inv.command))
+}
+
+/// SIGPIPE stays ignored (Rust's default), so a reader that goes away (`events | head`) costs
+/// an EPIPE that `write_stdout` takes as success, like other Unix filters ending quietly. Hook
+/// mode writes on its own and reports a failed write to libvirt as an error.
+fn finish(outcome: Result<i32>) -> i32 {
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("virt-perf-hook: {e}");

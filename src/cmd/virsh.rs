@@ -640,7 +640,6 @@ impl Virsh {
 
     /// Runs virsh with `input` on its stdin and its output captured (for `define`).
     fn feed(&self, args: &[&str], input: &[u8]) -> Result<std::process::Output> {
-        use nix::sys::signal::{signal, SigHandler, Signal};
         log::debug!("running virsh {args:?} with {} bytes on stdin", input.len());
         let mut child = self
             .command(args)
@@ -650,10 +649,8 @@ impl Virsh {
             .spawn()
             .map_err(|e| self.spawn_error(e))?;
         let mut stdin = child.stdin.take();
-        // A virsh that exits without reading everything must cost an EPIPE, not a SIGPIPE
-        // (the CLI restores SIGPIPE's default so that `events | head` ends quietly).
-        // SAFETY: SIG_IGN and SIG_DFL install no handler; nothing else changes SIGPIPE meanwhile.
-        let previous = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+        // A virsh that exits without reading everything costs an EPIPE, not a SIGPIPE: Rust's
+        // runtime ignores SIGPIPE and the CLI keeps it so.
         let out = std::thread::scope(|s| {
             s.spawn(move || {
                 if let Some(w) = stdin.as_mut() {
@@ -663,10 +660,6 @@ impl Virsh {
             });
             child.wait_with_output()
         });
-        if let Ok(handler) = previous {
-            // SAFETY: as above; the writer thread has ended.
-            let _ = unsafe { signal(Signal::SIGPIPE, handler) };
-        }
         out.map_err(|e| Error::Other(format!("cannot read virsh's output: {e}")))
     }
 
