@@ -86,6 +86,9 @@ mkdir -p "$stage/usr/share/man/man1"
 sed "1,5s/\"virt-perf-hook [0-9][^\"]*\"/\"virt-perf-hook $version\"/" "$here/virt-perf-hook.1" \
     | gzip -9n >"$stage/usr/share/man/man1/virt-perf-hook.1.gz"
 chmod 0644 "$stage/usr/share/man/man1/virt-perf-hook.1.gz"
+# Shell completions, generated from the command table (tests/cli/cli_docs.rs keeps them current).
+install -D -m 0644 "$top/completions/virt-perf-hook.bash" "$stage/usr/share/bash-completion/completions/virt-perf-hook"
+install -D -m 0644 "$top/completions/virt-perf-hook.fish" "$stage/usr/share/fish/vendor_completions.d/virt-perf-hook.fish"
 docs="$build/docs"
 install -D -m 0644 "$top/README.md" "$docs/README.md"
 install -D -m 0644 "$here/copyright" "$docs/copyright"
@@ -93,6 +96,8 @@ install -D -m 0644 "$here/copyright" "$docs/copyright"
 install -m 0644 "$top/LICENSE-MIT" "$top/LICENSE-APACHE" "$docs/"
 # The watch unit: /lib/systemd/system in the .deb (Debian 12), /usr/lib/systemd/system in the .rpm.
 install -m 0644 "$here/virt-perf-hook.service" "$docs/"
+# zsh's directory differs: vendor-completions on Debian, site-functions on Fedora.
+install -m 0644 "$top/completions/_virt-perf-hook" "$docs/"
 
 build_deb() {
     arch=$(dpkg --print-architecture)
@@ -108,6 +113,7 @@ build_deb() {
     install -m 0755 "$here/deb/postinst" "$here/deb/prerm" "$here/deb/postrm" "$root/DEBIAN/"
     # Debian 12 keeps units in /lib (merged /usr makes it the same directory).
     install -D -m 0644 "$docs/virt-perf-hook.service" "$root/lib/systemd/system/virt-perf-hook.service"
+    install -D -m 0644 "$docs/_virt-perf-hook" "$root/usr/share/zsh/vendor-completions/_virt-perf-hook"
     echo /etc/virt-perf-hook/config.json >"$root/DEBIAN/conffiles"
     (cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's|^\./||' \
         | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"

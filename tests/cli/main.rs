@@ -3,6 +3,7 @@
 //! Tests that change this host (e2e, the .deb install) run only with VPH_SYSTEM_TESTS=1.
 
 mod ansible;
+mod cli_docs;
 mod common;
 mod create;
 mod e2e;

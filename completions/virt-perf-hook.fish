@@ -1,0 +1,27 @@
+# fish completion for virt-perf-hook; generated from virt-perf-hook's command table ('virt-perf-hook __generate'); do not edit.
+complete -c virt-perf-hook -f
+set -l commands filter define create apply status watch events check refresh qemu daemon
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a filter -d 'Print domain XML with the configured perf events'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a define -d 'Rewrite domain XML and virsh define it'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a create -d 'Rewrite domain XML and virsh create it (a transient guest)'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a apply -d 'Make defined guests\' persistent config match'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a status -d 'Events, counter completeness and risk per guest'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a watch -d 'Keep every guest\'s config matching (the service)'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a events -d 'The 22 libvirt perf events and their state here'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a check -d 'Check config, libvirt, cache, hooks and MAC'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a refresh -d 'Re-detect libvirt, re-probe the host, rewrite the cache'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a qemu -d 'The libvirt qemu hook'
+complete -c virt-perf-hook -n "not __fish_seen_subcommand_from $commands" -a daemon -d 'The libvirt daemon hook'
+complete -c virt-perf-hook -s c -l config -r -F -d 'Config file [env VIRT_PERF_HOOK_CONFIG; default /etc/virt-perf-hook/config.json]'
+complete -c virt-perf-hook -s v -l verbose -d 'More log output (repeat for debug); RUST_LOG overrides'
+complete -c virt-perf-hook -s q -l quiet -d 'Only errors'
+complete -c virt-perf-hook -s h -l help -d 'This help'
+complete -c virt-perf-hook -s V -l version -d 'Version'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from define create apply status watch" -s C -l connect -x -d 'The libvirt URI for virsh (its -c)'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from filter apply" -l dry-run -d 'Change nothing, say what would change'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from filter" -l diff -d 'Print a unified diff'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from define create" -l validate -d 'Have virsh validate the XML against the schema'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from create" -l paused -d 'Start the guest paused'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from apply status" -l all -d 'Every guest'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from status events check" -l json -d 'JSON output'
+complete -c virt-perf-hook -n "__fish_seen_subcommand_from filter define create" -F
