@@ -237,6 +237,18 @@ mod tests {
     }
 
     #[test]
+    fn hidden_commands() {
+        assert_eq!(p(&["__generate", "zsh"]).unwrap().command, Command::Generate(Doc::Zsh));
+        for args in [&["__generate"][..], &["__generate", "man", "bash"], &["__generate", "html"]] {
+            let e = p(args).unwrap_err();
+            assert!(e.to_string().contains("__generate: give one of man, bash, zsh, fish"), "{args:?}: {e}");
+        }
+        // `help` and `version` ignore the rest of the line, as -h and -V do.
+        assert_eq!(p(&["help", "--json", "x"]).unwrap().command, Command::Help);
+        assert_eq!(p(&["version"]).unwrap().command, Command::Version);
+    }
+
+    #[test]
     fn hook_arguments_are_verbatim() {
         let i = p(&["-c", "/x.json", "qemu", "-c", "restore", "--", "-"]).unwrap();
         assert_eq!(i.config, Some(PathBuf::from("/x.json")));

@@ -306,7 +306,7 @@ pub fn fish() -> String {
             Some(_) => " -x",
             None => "",
         };
-        format!("complete -c {BIN}{cond}{short} -l {}{value} -d {}\n", o.long, quoted(&o.help, true))
+        format!("complete -c {BIN}{cond}{short} -l {}{value} -d {}\n", o.long, quoted(o.help, true))
     };
     OPTIONS.iter().filter(|o| o.global).for_each(|o| s.push_str(&line(o, "")));
     for o in OPTIONS.iter().filter(|o| !o.global && !o.hidden) {
