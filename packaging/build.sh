@@ -86,6 +86,9 @@ mkdir -p "$stage/usr/share/man/man1"
 sed "1,5s/\"virt-perf-hook [0-9][^\"]*\"/\"virt-perf-hook $version\"/" "$here/virt-perf-hook.1" \
     | gzip -9n >"$stage/usr/share/man/man1/virt-perf-hook.1.gz"
 chmod 0644 "$stage/usr/share/man/man1/virt-perf-hook.1.gz"
+# Shell completions, generated from the command table (tests/cli/cli_docs.rs keeps them current).
+install -D -m 0644 "$top/completions/virt-perf-hook.bash" "$stage/usr/share/bash-completion/completions/virt-perf-hook"
+install -D -m 0644 "$top/completions/virt-perf-hook.fish" "$stage/usr/share/fish/vendor_completions.d/virt-perf-hook.fish"
 docs="$build/docs"
 install -D -m 0644 "$top/README.md" "$docs/README.md"
 install -D -m 0644 "$here/copyright" "$docs/copyright"
@@ -95,6 +98,8 @@ install -m 0644 "$top/LICENSE-MIT" "$top/LICENSE-APACHE" "$docs/"
 install -m 0644 "$here/virt-perf-hook.service" "$docs/"
 # The exporter's unit, shipped disabled.
 install -m 0644 "$here/virt-perf-hook-exporter.service" "$docs/"
+# zsh's directory differs: vendor-completions on Debian, site-functions on Fedora.
+install -m 0644 "$top/completions/_virt-perf-hook" "$docs/"
 
 build_deb() {
     arch=$(dpkg --print-architecture)
@@ -111,6 +116,7 @@ build_deb() {
     # Debian 12 keeps units in /lib (merged /usr makes it the same directory).
     install -D -m 0644 "$docs/virt-perf-hook.service" "$root/lib/systemd/system/virt-perf-hook.service"
     install -m 0644 "$docs/virt-perf-hook-exporter.service" "$root/lib/systemd/system/"
+    install -D -m 0644 "$docs/_virt-perf-hook" "$root/usr/share/zsh/vendor-completions/_virt-perf-hook"
     echo /etc/virt-perf-hook/config.json >"$root/DEBIAN/conffiles"
     (cd "$root" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's|^\./||' \
         | LC_ALL=C sort | xargs md5sum) >"$root/DEBIAN/md5sums"

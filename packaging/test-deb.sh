@@ -137,6 +137,8 @@ same "$(cat /var/lib/dpkg/info/virt-perf-hook.conffiles 2>/dev/null)" "/etc/virt
 same "$(mode /var/cache/libvirt/virt-perf-hook)" "700 root:root" "cache dir /var/cache/libvirt/virt-perf-hook 0700 root:root"
 check "copyright and changelog.Debian.gz installed" \
     test -f /usr/share/doc/virt-perf-hook/copyright -a -f /usr/share/doc/virt-perf-hook/changelog.Debian.gz
+check "bash, zsh and fish completions installed" test -f /usr/share/bash-completion/completions/virt-perf-hook \
+    -a -f /usr/share/zsh/vendor-completions/_virt-perf-hook -a -f /usr/share/fish/vendor_completions.d/virt-perf-hook.fish
 man=/usr/share/man/man1/virt-perf-hook.1.gz
 check "man page installed gzipped" gzip -t "$man"
 unit=/lib/systemd/system/virt-perf-hook.service

@@ -24,10 +24,13 @@ drwxr-xr-x root:root /etc/virt-perf-hook
 -rw-r--r-- root:root /usr/lib/systemd/system/virt-perf-hook.service
 drwxr-xr-x root:root /usr/lib/virt-perf-hook
 -rwxr-xr-x root:root /usr/lib/virt-perf-hook/post-install
+-rw-r--r-- root:root /usr/share/bash-completion/completions/virt-perf-hook
 -rw-r--r-- root:root /usr/share/doc/virt-perf-hook/README.md
+-rw-r--r-- root:root /usr/share/fish/vendor_completions.d/virt-perf-hook.fish
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-APACHE
 -rw-r--r-- root:root /usr/share/licenses/virt-perf-hook/LICENSE-MIT
 -rw-r--r-- root:root /usr/share/man/man1/virt-perf-hook.1.gz
+-rw-r--r-- root:root /usr/share/zsh/site-functions/_virt-perf-hook
 drwx------ root:root /var/cache/libvirt/virt-perf-hook"
 same "$files" "$want" "file list, modes and owners"
 

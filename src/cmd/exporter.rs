@@ -147,11 +147,8 @@ pub fn listen_addr(spec: Option<&str>) -> Result<SocketAddr> {
 
 /// `virt-perf-hook exporter`.
 pub fn exporter(ctx: &Ctx, o: &ExporterOpts) -> Result<i32> {
-    // A client that hangs up mid-response must cost an EPIPE, not the process.
-    // SAFETY: SIG_IGN installs no handler.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
-    }
+    // A client that hangs up mid-response costs an EPIPE, not the process: SIGPIPE stays ignored
+    // (Rust's default, which the CLI keeps).
     let scraper = Arc::new(Scraper::new(Virsh::from_env(o.connect.clone(), &ctx.paths), o.readonly));
     if let Some(path) = &o.textfile {
         return textfile(&scraper, path, o);

@@ -1,16 +1,15 @@
 //! The job shared by `filter`, `define` and the hook: config + host plan + XML → rewritten XML.
 
 use std::collections::HashSet;
-use std::io::Write;
 
-use super::{read_input, Ctx};
+use super::{read_input, write_stdout, Ctx};
 use crate::core::config::{Config, Unsupported};
 use crate::support::text::printable;
 use crate::core::diff;
 use crate::core::resctrl;
 use crate::core::rewrite::{Document, Outcome, Removals};
 use crate::host::plan::{self, CacheUse, Plan, Target, Unusable};
-use crate::support::error::{exit, Error, Result};
+use crate::support::error::{exit, Result};
 use crate::support::paths::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,14 +138,13 @@ pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
     if result.notable() && mode != FilterMode::DryRun {
         result.log("");
     }
-    let mut out = std::io::stdout().lock();
-    let written = match mode {
-        FilterMode::Print => out.write_all(result.xml().unwrap_or(&xml).as_bytes()),
-        FilterMode::DryRun => writeln!(out, "{}", result.describe()),
+    match mode {
+        FilterMode::Print => write_stdout(result.xml().unwrap_or(&xml))?,
+        FilterMode::DryRun => write_stdout(&format!("{}\n", result.describe()))?,
         FilterMode::Diff => {
             let edits = result.outcome.as_ref().map_or(&[][..], |o| &o.edits[..]);
-            out.write_all(diff::unified(&xml, edits, input.unwrap_or("-")).as_bytes())
+            write_stdout(&diff::unified(&xml, edits, input.unwrap_or("-")))?
         }
-    };
-    written.map(|()| exit::OK).map_err(|e| Error::io("stdout", "write to", e))
+    }
+    Ok(exit::OK)
 }

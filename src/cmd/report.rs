@@ -5,12 +5,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::cmd::{print_json, Ctx};
+use crate::cmd::{print_json, write_stdout, Ctx};
 use crate::core::config::{Config, Unsupported};
 use crate::core::events::{Kind, CATALOG};
 use crate::core::version::Version;
+use crate::core::finding::{Finding, Status};
 use crate::host::cache;
-use crate::host::{Finding, Status};
 use crate::host::plan::{self, Assessment, CacheState, CacheUse, Mode};
 use crate::host::resctrl::MonitorState;
 use crate::support::error::{exit, Result};
@@ -77,7 +77,7 @@ pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
         print_json(&rows)?;
         return Ok(exit::OK);
     }
-    println!("libvirt {} ({})", a.detected.version.map_or("unknown".to_string(), |v| v.to_string()), a.detected.describe());
+    let head = format!("libvirt {} ({})", a.detected.version.map_or("unknown".to_string(), |v| v.to_string()), a.detected.describe());
     let cells: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
@@ -89,10 +89,11 @@ pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
             [r.name.to_string(), r.since.to_string(), libvirt.to_string(), yes_no(r.configured).to_string(), host]
         })
         .collect();
-    print!("{}", table(["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"], &cells));
+    let mut out = format!("{head}\n{}", table(["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"], &cells));
     for s in &a.plan.resctrl {
-        println!("{}", s.describe());
+        out.push_str(&format!("{}\n", s.describe()));
     }
+    write_stdout(&out)?;
     Ok(exit::OK)
 }
 
@@ -193,10 +194,9 @@ pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
             "items": items.0,
         }))?;
     } else {
-        for i in &items.0 {
-            println!("{:<8} {}", i.status.as_str(), i.message);
-        }
-        println!("{}", if code == exit::OK { "all well" } else { "problems found" });
+        let mut text: String = items.0.iter().map(|i| format!("{:<8} {}\n", i.status, i.message)).collect();
+        text.push_str(if code == exit::OK { "all well\n" } else { "problems found\n" });
+        write_stdout(&text)?;
     }
     Ok(code)
 }
@@ -365,20 +365,26 @@ fn read_btime(path: &Path) -> Option<u64> {
 /// without a config and with an unknown version: packaging runs it at install time.
 pub fn refresh(ctx: &Ctx) -> Result<i32> {
     let cfg = config_or_default(ctx, "detecting with the defaults");
+    // Collected, then written at once (a closed stdout is not an error: write_stdout).
+    let mut out = String::new();
+    let mut say = |line: String| {
+        out.push_str(&line);
+        out.push('\n');
+    };
     // A cache others could have written is thrown away, never adopted: the rebuild below then
     // writes into a directory only root (or the caller) can write.
     match cache::repair(&ctx.paths) {
-        Ok(done) => done.iter().for_each(|d| println!("cache: {d}")),
-        Err(e) => println!("cache: {e}"),
+        Ok(done) => done.iter().for_each(|d| say(format!("cache: {d}"))),
+        Err(e) => say(format!("cache: {e}")),
     }
     let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh, None, CacheUse::ReadWrite);
     match a.detected.version {
-        Some(v) => println!("libvirt: {v} ({})", a.detected.describe()),
-        None => println!("libvirt: unknown (no libvirt library or daemon found; nothing will be added)"),
+        Some(v) => say(format!("libvirt: {v} ({})", a.detected.describe())),
+        None => say("libvirt: unknown (no libvirt library or daemon found; nothing will be added)".to_string()),
     }
     if let Some(results) = &a.probe {
         let open: Vec<&str> = results.iter().filter(|(_, r)| r.is_none()).map(|(n, _)| n.as_str()).collect();
-        println!("host: {} of {} events openable", open.len(), results.len());
+        say(format!("host: {} of {} events openable", open.len(), results.len()));
         // Catalog order, grouped by reason: one line per reason, not 13 identical lines.
         let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
         for ev in CATALOG.iter() {
@@ -389,11 +395,12 @@ pub fn refresh(ctx: &Ctx) -> Result<i32> {
             }
         }
         for (why, names) in groups {
-            println!("host: not openable ({why}): {}", names.join(", "));
+            say(format!("host: not openable ({why}): {}", names.join(", ")));
         }
     }
     let state_file: PathBuf = ctx.paths.state_file();
-    println!("cache: {} {} ({})", state_file.display(), a.cache.state, a.cache.detail);
+    say(format!("cache: {} {} ({})", state_file.display(), a.cache.state, a.cache.detail));
+    write_stdout(&out)?;
     Ok(exit::OK)
 }
 

@@ -14,7 +14,8 @@
 //! a `no` would be kept by `existing: respect` once the guest moves to a host that can open it,
 //! and the operator's event would never come back: that one is removed (surgery), as before.
 
-use crate::core::rewrite::{Existing, Outcome};
+use crate::core::config::Existing;
+use crate::core::rewrite::Outcome;
 
 /// Why a rewrite needs the guest's XML written back whole.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod delta;
 pub mod diff;
 pub mod events;
+pub mod finding;
 pub mod resctrl;
 pub mod rewrite;
 pub mod version;

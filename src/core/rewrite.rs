@@ -13,19 +13,9 @@ use std::ops::Range;
 use quick_xml::events::{BytesStart, Event as XmlEvent};
 use quick_xml::Reader;
 
+use crate::core::config::Existing;
 use crate::core::events;
 use crate::support::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-/// What to do with a configured event the XML already has with `enabled='no'` (config key
-/// `existing`).
-pub enum Existing {
-    /// An event the XML already has with `enabled='no'` stays `no`.
-    Respect,
-    /// Configured events are forced to `enabled='yes'`.
-    Override,
-}
 
 /// libvirt itself refuses larger documents long before this; the cap bounds our memory.
 pub const MAX_XML_BYTES: usize = 16 << 20;

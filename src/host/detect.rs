@@ -85,7 +85,7 @@ pub fn from_library(paths: &Paths) -> Option<(Version, PathBuf)> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(v) = name.to_str().and_then(parse_soname) else { continue };
-            if best.as_ref().map_or(true, |(b, _)| v > *b) {
+            if best.as_ref().is_none_or(|(b, _)| v > *b) {
                 best = Some((v, entry.path()));
             }
         }

@@ -191,25 +191,9 @@ pub enum CacheState {
     Unused,
 }
 
-impl CacheState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheState::Fresh => "fresh",
-            CacheState::Stale => "stale",
-            CacheState::Missing => "missing",
-            CacheState::Ignored => "ignored",
-            CacheState::Untrusted => "untrusted",
-            CacheState::Busy => "busy",
-            CacheState::Unwritable => "unwritable",
-            CacheState::Rebuilt => "rebuilt",
-            CacheState::Unused => "unused",
-        }
-    }
-}
-
 impl std::fmt::Display for CacheState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        crate::support::text::fmt_serde_name(self, f)
     }
 }
 

@@ -60,7 +60,10 @@ pub enum Detail {
     Other(String),
 }
 
-const EVENTS: &[(&str, fn() -> Event)] = &[
+/// An event word and how to make it (a fn: `Event` is not `Copy`).
+type Maker = fn() -> Event;
+
+const EVENTS: &[(&str, Maker)] = &[
     ("Defined", || Event::Defined),
     ("Undefined", || Event::Undefined),
     ("Started", || Event::Started),

@@ -261,7 +261,6 @@ impl Virsh {
     }
 
     fn exchange(&self, args: &[&str], input: Option<&[u8]>) -> Result<Output> {
-        use nix::sys::signal::{signal, SigHandler, Signal};
         log::debug!("running virsh {args:?}");
         let mut cmd = self.command(args);
         cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -270,10 +269,8 @@ impl Virsh {
         let stdin = run.child.stdin.take();
         let mut stdout = run.child.stdout.take();
         let mut stderr = run.child.stderr.take();
-        // A virsh that exits without reading everything must cost an EPIPE, not a SIGPIPE
-        // (the CLI restores SIGPIPE's default so that `events | head` ends quietly).
-        // SAFETY: SIG_IGN and SIG_DFL install no handler; nothing else changes SIGPIPE meanwhile.
-        let previous = input.map(|_| unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) });
+        // A virsh that exits without reading everything costs an EPIPE, not a SIGPIPE: Rust's
+        // runtime ignores SIGPIPE and the CLI keeps it so.
         let (out, err) = std::thread::scope(|s| {
             if let (Some(mut w), Some(bytes)) = (stdin, input) {
                 // Closed when written: virsh reads to the end of its stdin.
@@ -285,10 +282,6 @@ impl Virsh {
             let out = read_all(stdout.as_mut());
             (out, err.join().unwrap_or_default())
         });
-        if let Some(Ok(handler)) = previous {
-            // SAFETY: as above; the writer thread has ended.
-            let _ = unsafe { signal(Signal::SIGPIPE, handler) };
-        }
         let code = run.finish()?;
         Ok(Output { code, stdout: out, stderr: err })
     }

@@ -59,6 +59,15 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
     out
 }
 
+/// The text serde gives a unit variant (its `rename_all` spelling), padded like `{:<8}` asks, so
+/// a state prints the same word in text and JSON from one table.
+pub fn fmt_serde_name(value: &impl serde::Serialize, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => f.pad(&name),
+        _ => Err(std::fmt::Error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

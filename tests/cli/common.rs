@@ -169,10 +169,13 @@ pub fn feed(cmd: Command, stdin: &str) -> Output {
     feed_limited(cmd, Input::Bytes(stdin.as_bytes().to_vec()), LIMIT).out
 }
 
+/// Writes a child's stdin; returns the bytes written.
+pub type Writer = Box<dyn FnOnce(&mut dyn Write) -> u64 + Send>;
+
 /// What a child's stdin gets: bytes, or a generator writing to the pipe (returns bytes written).
 pub enum Input {
     Bytes(Vec<u8>),
-    Stream(Box<dyn FnOnce(&mut dyn Write) -> u64 + Send>),
+    Stream(Writer),
 }
 
 pub struct Run {
@@ -284,7 +287,7 @@ pub fn system_flock() -> nix::fcntl::Flock<std::fs::File> {
     use nix::fcntl::{Flock, FlockArg};
     let path = system_flock_path();
     // Read-only suffices for flock; create it only when missing.
-    let opened = std::fs::File::open(&path).or_else(|_| std::fs::OpenOptions::new().write(true).create(true).open(&path));
+    let opened = std::fs::File::open(&path).or_else(|_| std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path));
     let file = opened.unwrap_or_else(|e| panic!("cannot open the system test lock {path}: {e}"));
     if let Ok(lock) = Flock::lock(file.try_clone().unwrap(), FlockArg::LockExclusiveNonblock) {
         return lock;

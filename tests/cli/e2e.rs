@@ -159,7 +159,7 @@ fn save_restore_and_managedsave_on_real_libvirtd() {
     virsh_ok(&["undefine", GUEST, "--managed-save"]);
 
     // define/apply against the same daemon.
-    crate::virsh::real_libvirtd_checks(URI);
+    crate::virsh_real::real_libvirtd_checks(URI);
     // A sweep over ~20 guests, odd names among them, and one undefined mid-run.
-    crate::virsh::real_libvirtd_sweep(URI);
+    crate::virsh_real::real_libvirtd_sweep(URI);
 }

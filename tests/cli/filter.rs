@@ -480,24 +480,41 @@ fn random_domain(rng: &mut Rng, i: usize, events: &[&str]) -> String {
     format!("<domain type={q}qemu{q}>{body}{nl}</domain>{nl}")
 }
 
-/// A reader that goes away (`| head`): the commands end quietly, as Unix filters do, and never
-/// panic. The child's stdout is a pipe whose read end is already closed, so its first write fails.
+/// A reader that goes away (`| head`): the commands end quietly, as Unix filters do, never
+/// panic, and exit as they would with a reader. SIGPIPE stays ignored and the EPIPE counts as
+/// success. The child's stdout is a pipe whose read end is already closed, so its first write fails.
 #[test]
 fn closed_stdout_is_not_a_panic() {
     let root = TempDir::with_config("pipe", r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0", "host_probe": false}"#);
     let input = root.write("in.xml", DOMAIN);
-    for args in [vec!["events"], vec!["events", "--json"], vec!["filter", input.to_str().unwrap()], vec!["check"]] {
+    let argsets = [
+        vec!["events"],
+        vec!["events", "--json"],
+        vec!["filter", input.to_str().unwrap()],
+        vec!["filter", "--diff", input.to_str().unwrap()],
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["--help"],
+        vec!["--version"],
+    ];
+    for args in argsets {
+        let run = |stdout: std::process::Stdio| {
+            clean_command(BIN, root.path(), &[])
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(stdout)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap()
+        };
+        let with_reader = run(std::process::Stdio::null());
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = clean_command(BIN, root.path(), &[])
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(writer)
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
+        let out = run(writer.into());
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(13), "{args:?} should end by SIGPIPE: {:?} {}", out.status, stderr(&out));
+        assert_eq!(out.status.signal(), None, "{args:?} must not die by a signal: {:?} {}", out.status, stderr(&out));
+        assert_eq!(out.status.code(), with_reader.status.code(), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty() || stderr(&out) == stderr(&with_reader), "{args:?}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
     }
 }

@@ -4,6 +4,7 @@
 
 mod ansible;
 mod bounds;
+mod cli_docs;
 mod common;
 mod create;
 mod e2e;
@@ -24,4 +25,9 @@ mod status;
 mod systemd;
 mod top;
 mod virsh;
+mod virsh_apply;
+mod virsh_define;
+mod virsh_real;
+mod virsh_remote;
+mod virsh_test_driver;
 mod watch;

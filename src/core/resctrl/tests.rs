@@ -1,5 +1,6 @@
 use super::*;
-use crate::core::rewrite::{Document, Existing, Removals};
+use crate::core::config::Existing;
+use crate::core::rewrite::{Document, Removals};
 
 fn add(xml: &str, want: &[Monitor]) -> Outcome {
     let doc = Document::parse(xml).unwrap();
