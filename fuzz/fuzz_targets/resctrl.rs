@@ -6,7 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use virt_perf_hook::core::resctrl::{add_monitors, monitors_in, Monitor};
-use virt_perf_hook::core::rewrite::{Document, Existing, Removals};
+use virt_perf_hook::core::config::Existing;
+use virt_perf_hook::core::rewrite::{Document, Removals};
 
 const WANTS: &[&[Monitor]] = &[&[Monitor::Cache], &[Monitor::MemoryBandwidth], &[Monitor::Cache, Monitor::MemoryBandwidth]];
 const SETS: &[&[&'static str]] = &[&[], &["page_faults", "cpu_clock"]];

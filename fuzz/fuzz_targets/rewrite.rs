@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use virt_perf_hook::core::rewrite::{rewrite, Document, Existing, Removals};
+use virt_perf_hook::core::config::Existing;
+use virt_perf_hook::core::rewrite::{rewrite, Document, Removals};
 
 const SETS: &[&[&'static str]] = &[
     &[],
