@@ -135,7 +135,8 @@ build_deb() {
 build_rpm() {
     top_rpm="$build/rpmbuild"
     mkdir -p "$top_rpm"
-    rpmbuild -bb --quiet \
+    # Its own database: rpm on Debian otherwise creates ~/.rpmdb, which would outlive the build.
+    rpmbuild -bb --quiet --dbpath "$build/rpmdb" \
         --define "_topdir $top_rpm" \
         --define "_rpmdir $out" \
         --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \

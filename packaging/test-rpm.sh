@@ -8,6 +8,10 @@ set -u
 
 command -v rpm >/dev/null 2>&1 || skip "rpm not found (apt-get install rpm)"
 [ "${no_build:-}" = 1 ] || command -v rpmbuild >/dev/null 2>&1 || skip "rpmbuild not found (apt-get install rpm)"
+# Queries use a scratch database: rpm on Debian otherwise creates ~/.rpmdb on first use.
+rpmdb=$(mktemp -d)
+trap 'rm -rf "$rpmdb"' EXIT
+rpm() { command rpm --dbpath "$rpmdb" "$@"; }
 rpm=$(package rpm) && [ -f "$rpm" ] || { echo "FAIL $name: no .rpm built" >&2; exit 1; }
 note "testing $rpm"
 

@@ -141,7 +141,9 @@ fn deb_hook_entries_are_allowed_by_the_libvirtd_apparmor_profile() {
 fn rpm_hook_entries_are_allowed_by_the_libvirtd_apparmor_profile() {
     let Some(rpm) = package_to_check("rpm", "rpm") else { return };
     let qf = "[%{FILEMODES:perms}\t%{FILENAMES}\t%{FILELINKTOS}\n]";
-    let out = Command::new("rpm").args(["-qp", "--qf", qf]).arg(rpm).output().unwrap();
+    // A scratch database: rpm on Debian otherwise creates ~/.rpmdb on first use.
+    let db = TempDir::new("rpmdb");
+    let out = Command::new("rpm").arg("--dbpath").arg(db.path()).args(["-qp", "--qf", qf]).arg(rpm).output().unwrap();
     assert!(out.status.success(), "rpm -qp {}", rpm.display());
     let root = TempDir::new("rpm-apparmor");
     for line in String::from_utf8_lossy(&out.stdout).lines() {
