@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::filter::{self, FilterMode};
-use crate::cmd::{apply, define, exporter, hook, report, status, top, watch, write_stdout, Ctx};
+use crate::cmd::{apply, check, define, events, exporter, hook, refresh, status, top, watch, write_stdout, Ctx};
 use crate::support::error::{exit, Result};
 use crate::support::logging;
 use crate::support::paths::Paths;
@@ -132,9 +132,9 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Watch(o) => watch::watch(ctx, &o),
         Command::Exporter(o) => exporter::exporter(ctx, &o),
         Command::Top(o) => top::top(ctx, &o),
-        Command::Events { json } => report::events(ctx, json),
-        Command::Check { json } => report::check(ctx, json),
-        Command::Refresh => report::refresh(ctx),
+        Command::Events { json } => events::run(ctx, json),
+        Command::Check { json } => check::run(ctx, json),
+        Command::Refresh => refresh::run(ctx),
         Command::Help | Command::Version | Command::Qemu(_) | Command::Daemon(_) | Command::Generate(_) => Ok(exit::OK),
     }
 }

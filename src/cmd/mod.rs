@@ -9,11 +9,13 @@ use crate::support::error::{Error, Result};
 use crate::support::paths::{Paths, CONFIG_ENV};
 
 pub mod apply;
+pub mod check;
 pub mod define;
+pub mod events;
 pub mod exporter;
 pub mod filter;
 pub mod hook;
-pub mod report;
+pub mod refresh;
 pub mod status;
 pub mod sweep;
 pub mod top;
@@ -36,6 +38,15 @@ impl Ctx {
 pub fn config_path(paths: &Paths, flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| paths.default_config())
+}
+
+/// The config, or the defaults with a warning (silenced by `-q`): `events` and `refresh` are
+/// useful before any config exists (packaging runs `refresh` at install time).
+pub(crate) fn config_or_default(ctx: &Ctx, what: &str) -> Config {
+    ctx.load_config().unwrap_or_else(|e| {
+        log::warn!("{e}; {what}");
+        Config::default()
+    })
 }
 
 /// Reads FILE or stdin (`None`/`-`), bounded by the XML size cap, as UTF-8.

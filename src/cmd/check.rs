@@ -1,101 +1,17 @@
-//! The `events`, `check` and `refresh` commands: what this host supports, whether the setup
-//! works, and rebuilding the cache. None of them connects to libvirt; only `refresh` writes the
-//! cache (`events` and `check` read it, and compute in memory what is missing or stale).
+//! `check`: whether the setup works on this host: config, libvirt version, hook entries, the
+//! daemon that should run them, MAC confinement and the resctrl budget. It never connects to
+//! libvirt and never writes the cache (it reads a fresh, trusted one and computes in memory
+//! what is missing or stale).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::{print_json, write_stdout, Ctx};
 use crate::core::config::{Config, Unsupported};
-use crate::core::events::{Kind, CATALOG};
-use crate::core::version::Version;
 use crate::core::finding::{Finding, Status};
-use crate::host::cache;
 use crate::host::plan::{self, Assessment, CacheState, CacheUse, Mode};
-use crate::host::resctrl::MonitorState;
 use crate::support::error::{exit, Result};
 use crate::support::paths::Paths;
-use crate::support::text::table;
-
-/// The config, or the defaults with a warning (silenced by `-q`): `events` and `refresh` are
-/// useful before any config exists (packaging runs `refresh` at install time).
-fn config_or_default(ctx: &Ctx, what: &str) -> Config {
-    ctx.load_config().unwrap_or_else(|e| {
-        log::warn!("{e}; {what}");
-        Config::default()
-    })
-}
-
-#[derive(Debug, serde::Serialize)]
-struct EventRow {
-    name: &'static str,
-    since: Version,
-    kind: Kind,
-    /// Whether this libvirt accepts it; `None` when the version is unknown.
-    libvirt: Option<bool>,
-    /// Whether this host can open it (the probe always runs for this report).
-    host: bool,
-    host_reason: Option<String>,
-    configured: bool,
-    /// The resctrl monitor that stands in for it (`cmt`, `mbmt`, `mbml` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resctrl: Option<MonitorState>,
-}
-
-fn event_rows(cfg: &Config, a: &Assessment) -> Vec<EventRow> {
-    CATALOG
-        .iter()
-        .map(|ev| {
-            let reason = plan::probe_result(a.probe.as_ref(), ev.name).err();
-            EventRow {
-                name: ev.name,
-                since: ev.since,
-                kind: ev.kind,
-                libvirt: a.detected.version.map(|v| ev.unsupported_by(v).is_none()),
-                host: reason.is_none(),
-                host_reason: reason,
-                configured: cfg.enabled_perf_events.contains(&ev.name),
-                resctrl: a.plan.resctrl.iter().find(|s| s.event == ev.name).cloned(),
-            }
-        })
-        .collect()
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
-pub fn events(ctx: &Ctx, json: bool) -> Result<i32> {
-    let cfg = config_or_default(ctx, "showing configured = no for all events");
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Report, None, CacheUse::ReadOnly);
-    let rows = event_rows(&cfg, &a);
-    if json {
-        print_json(&rows)?;
-        return Ok(exit::OK);
-    }
-    let head = format!("libvirt {} ({})", a.detected.version.map_or("unknown".to_string(), |v| v.to_string()), a.detected.describe());
-    let cells: Vec<[String; 5]> = rows
-        .iter()
-        .map(|r| {
-            let host = match &r.host_reason {
-                None => "yes".to_string(),
-                Some(why) => format!("no ({why})"),
-            };
-            let libvirt = r.libvirt.map_or("unknown", yes_no);
-            [r.name.to_string(), r.since.to_string(), libvirt.to_string(), yes_no(r.configured).to_string(), host]
-        })
-        .collect();
-    let mut out = format!("{head}\n{}", table(["EVENT", "SINCE", "LIBVIRT", "CONFIGURED", "HOST"], &cells));
-    for s in &a.plan.resctrl {
-        out.push_str(&format!("{}\n", s.describe()));
-    }
-    write_stdout(&out)?;
-    Ok(exit::OK)
-}
 
 #[derive(Default)]
 struct Items(Vec<Finding>);
@@ -117,7 +33,7 @@ impl Items {
 
 /// `check`: exit 0 when all is well, 1 when something needs fixing, 3 when the config is bad
 /// (the CLI's config-error code; the rest of the report is still printed, with defaults).
-pub fn check(ctx: &Ctx, json: bool) -> Result<i32> {
+pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
     let mut items = Items::default();
     let (cfg, config_ok) = match ctx.load_config() {
         Ok(cfg) => {
@@ -361,49 +277,6 @@ fn read_btime(path: &Path) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
-/// `refresh`: re-detect, re-probe, rewrite the cache and say what was found. It succeeds
-/// without a config and with an unknown version: packaging runs it at install time.
-pub fn refresh(ctx: &Ctx) -> Result<i32> {
-    let cfg = config_or_default(ctx, "detecting with the defaults");
-    // Collected, then written at once (a closed stdout is not an error: write_stdout).
-    let mut out = String::new();
-    let mut say = |line: String| {
-        out.push_str(&line);
-        out.push('\n');
-    };
-    // A cache others could have written is thrown away, never adopted: the rebuild below then
-    // writes into a directory only root (or the caller) can write.
-    match cache::repair(&ctx.paths) {
-        Ok(done) => done.iter().for_each(|d| say(format!("cache: {d}"))),
-        Err(e) => say(format!("cache: {e}")),
-    }
-    let a = plan::assess(&ctx.paths, &cfg, Mode::Refresh, None, CacheUse::ReadWrite);
-    match a.detected.version {
-        Some(v) => say(format!("libvirt: {v} ({})", a.detected.describe())),
-        None => say("libvirt: unknown (no libvirt library or daemon found; nothing will be added)".to_string()),
-    }
-    if let Some(results) = &a.probe {
-        let open: Vec<&str> = results.iter().filter(|(_, r)| r.is_none()).map(|(n, _)| n.as_str()).collect();
-        say(format!("host: {} of {} events openable", open.len(), results.len()));
-        // Catalog order, grouped by reason: one line per reason, not 13 identical lines.
-        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-        for ev in CATALOG.iter() {
-            let Some(Some(why)) = results.get(ev.name) else { continue };
-            match groups.iter_mut().find(|(w, _)| w == why) {
-                Some((_, names)) => names.push(ev.name),
-                None => groups.push((why, vec![ev.name])),
-            }
-        }
-        for (why, names) in groups {
-            say(format!("host: not openable ({why}): {}", names.join(", ")));
-        }
-    }
-    let state_file: PathBuf = ctx.paths.state_file();
-    say(format!("cache: {} {} ({})", state_file.display(), a.cache.state, a.cache.detail));
-    write_stdout(&out)?;
-    Ok(exit::OK)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,3 +289,4 @@ mod tests {
         assert_eq!(parse_starttime("1 (x) S 1"), None);
     }
 }
+
