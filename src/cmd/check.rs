@@ -35,22 +35,7 @@ impl Items {
 /// (the CLI's config-error code; the rest of the report is still printed, with defaults).
 pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
     let mut items = Items::default();
-    let (cfg, config_ok) = match ctx.load_config() {
-        Ok(cfg) => {
-            let n = cfg.enabled_perf_events.len();
-            let msg = if n == 0 {
-                "valid; no events configured, so none are added (guests are still healed: see \"unsupported\")".to_string()
-            } else {
-                format!("valid; {n} events configured: {}", cfg.enabled_perf_events.join(", "))
-            };
-            items.ok("config", format!("config {}: {msg}", ctx.config_path.display()));
-            (cfg, true)
-        }
-        Err(e) => {
-            items.problem("config", e.to_string());
-            (Config::default(), false)
-        }
-    };
+    let (cfg, config_ok) = check_config(ctx, &mut items);
     let a = plan::assess(&ctx.paths, &cfg, Mode::Plan, None, CacheUse::ReadOnly);
     match a.detected.version {
         Some(v) => items.ok("version", format!("libvirt {v} (from {})", a.detected.describe())),
@@ -115,6 +100,27 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
         write_stdout(&text)?;
     }
     Ok(code)
+}
+
+/// The config, or the defaults (and `false`) when it does not load: the rest of the report is
+/// still useful then.
+fn check_config(ctx: &Ctx, items: &mut Items) -> (Config, bool) {
+    match ctx.load_config() {
+        Ok(cfg) => {
+            let n = cfg.enabled_perf_events.len();
+            let msg = if n == 0 {
+                "valid; no events configured, so none are added (guests are still healed: see \"unsupported\")".to_string()
+            } else {
+                format!("valid; {n} events configured: {}", cfg.enabled_perf_events.join(", "))
+            };
+            items.ok("config", format!("config {}: {msg}", ctx.config_path.display()));
+            (cfg, true)
+        }
+        Err(e) => {
+            items.problem("config", e.to_string());
+            (Config::default(), false)
+        }
+    }
 }
 
 /// Each resctrl replacement, and the RMID budget: every running guest needs a monitoring

@@ -320,33 +320,11 @@ impl Virsh {
         each: &mut dyn FnMut(usize, Reply) -> Result<()>,
     ) -> Result<(usize, String)> {
         let mut stdout = run.child.stdout.take().expect("piped stdout");
-        let mut stderr = run.child.stderr.take().expect("piped stderr");
+        let stderr = run.child.stderr.take().expect("piped stderr");
         let end = first + count;
         // stderr on a thread of its own, section by section: virsh never waits on us for it.
         let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
-        let err_marker = {
-            let tag = markers.tag.clone();
-            move |i: usize| format!("error: {}\n", Markers { tag: tag.clone() }.get(i)).into_bytes()
-        };
-        let reader = std::thread::spawn(move || {
-            let mut frames = Frames::new(Box::new(err_marker), first);
-            let mut chunk = vec![0u8; 16 * 1024];
-            loop {
-                match stderr.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        for s in frames.push(&chunk[..n], first) {
-                            let _ = tx.send(s);
-                        }
-                    }
-                }
-            }
-            let unclaimed = frames.unclaimed(first);
-            if let Some(s) = frames.finish(first) {
-                let _ = tx.send(s);
-            }
-            String::from_utf8_lossy(&unclaimed).into_owned()
-        });
+        let reader = spawn_stderr_reader(stderr, markers, first, tx);
         let out_marker = {
             let tag = markers.tag.clone();
             move |i: usize| Markers { tag: tag.clone() }.get(i).into_bytes()
@@ -395,6 +373,37 @@ impl Virsh {
         let preamble = reader.join().unwrap_or_default();
         Ok((delivered, preamble))
     }
+}
+
+/// Splits virsh's stderr into the sections of each command (sent on `tx` as they complete) on a
+/// thread of its own; the thread returns what came before the first marker.
+fn spawn_stderr_reader(
+    mut stderr: std::process::ChildStderr,
+    markers: &Markers,
+    first: usize,
+    tx: mpsc::Sender<(usize, Vec<u8>)>,
+) -> std::thread::JoinHandle<String> {
+    let tag = markers.tag.clone();
+    let err_marker = move |i: usize| format!("error: {}\n", Markers { tag: tag.clone() }.get(i)).into_bytes();
+    std::thread::spawn(move || {
+        let mut frames = Frames::new(Box::new(err_marker), first);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match stderr.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for s in frames.push(&chunk[..n], first) {
+                        let _ = tx.send(s);
+                    }
+                }
+            }
+        }
+        let unclaimed = frames.unclaimed(first);
+        if let Some(s) = frames.finish(first) {
+            let _ = tx.send(s);
+        }
+        String::from_utf8_lossy(&unclaimed).into_owned()
+    })
 }
 
 /// An anonymous in-memory file (memfd) holding `bytes`, for virsh to read as
