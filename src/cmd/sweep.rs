@@ -154,13 +154,14 @@ pub fn sweep(cfg: &Config, plan: &Plan, virsh: &Virsh, targets: &Targets, dry_ru
     let mut slots: Vec<Slot> = Vec::with_capacity(found.guests.len());
     for (label, looked_up) in found.guests {
         slots.push(match looked_up {
-            Err(msg) => Slot::Done(Row { domain: label, result: Verdict::Failed, detail: msg }),
-            Ok(g) if found.transient.contains(&g.uuid) => {
+            Lookup::Failed(msg) => Slot::Done(Row { domain: label, result: Verdict::Failed, detail: msg }),
+            Lookup::Gone => Slot::Done(Row { domain: label, result: Verdict::Skipped, detail: GONE.into() }),
+            Lookup::Found(g) if found.transient.contains(&g.uuid) => {
                 let detail = "transient: it has no persistent config to change".to_string();
                 Slot::Done(Row { domain: g.name, result: Verdict::Skipped, detail })
             }
-            Ok(g) if !cfg.domains.selects(&g.name) => Slot::Done(Row { domain: g.name, result: Verdict::Skipped, detail: NOT_SELECTED.into() }),
-            Ok(g) => Slot::Pending(g),
+            Lookup::Found(g) if !cfg.domains.selects(&g.name) => Slot::Done(Row { domain: g.name, result: Verdict::Skipped, detail: NOT_SELECTED.into() }),
+            Lookup::Found(g) => Slot::Pending(g),
         });
     }
     let pending: Vec<usize> = (0..slots.len()).filter(|&i| matches!(slots[i], Slot::Pending(_))).collect();
@@ -181,11 +182,21 @@ pub fn sweep(cfg: &Config, plan: &Plan, virsh: &Virsh, targets: &Targets, dry_ru
 struct Found {
     /// Each target, in order and once per guest: its label (as given, or its UUID for `--all`)
     /// and the guest, or why it could not be looked up.
-    guests: Vec<(String, std::result::Result<Guest, String>)>,
+    guests: Vec<(String, Lookup)>,
     /// UUIDs of the running guests: their change waits for their next start.
     active: HashSet<String>,
     /// UUIDs of the transient guests: no persistent config.
     transient: HashSet<String>,
+}
+
+/// What looking up one target found.
+enum Lookup {
+    Found(Guest),
+    /// Found by the listing or `dominfo`, then undefined before virsh said its name (a race
+    /// with an operator's `undefine`, not a failure).
+    Gone,
+    /// Not found, or virsh failed: the message says which.
+    Failed(String),
 }
 
 /// A guest's place in the table: its row, or the guest still to be handled.
@@ -239,12 +250,13 @@ fn find_guests(virsh: &Virsh, targets: &Targets) -> Result<Option<Found>> {
     let mut guests = Vec::with_capacity(looked_up.len());
     for (label, uuid) in looked_up {
         let got = match uuid {
-            Err(msg) => Err(msg),
+            Err(msg) => Lookup::Failed(msg),
             Ok(uuid) if !done.insert(uuid.clone()) => continue,
             Ok(uuid) => match names.remove(&uuid) {
-                Some(Ok(name)) => Ok(Guest { uuid, name }),
-                Some(Err(msg)) => Err(msg),
-                None => Err("virsh did not say its name".into()),
+                Some(Ok(name)) => Lookup::Found(Guest { uuid, name }),
+                Some(Err(msg)) if msg.contains("Domain not found") => Lookup::Gone,
+                Some(Err(msg)) => Lookup::Failed(msg),
+                None => Lookup::Failed("virsh did not say its name".into()),
             },
         };
         guests.push((label, got));

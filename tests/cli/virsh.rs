@@ -26,7 +26,8 @@ pub const NEXT_START: &str = "counters start at the next start (boot, restore or
 /// `domname`, `dumpxml`, `version`, `uri`, `echo` and `domstats`; `perf` answers as a driver
 /// without the perf API does (so apply takes its guarded define); anything else is an unknown
 /// command. A `fail-define` or `fail-dumpxml` file in a domain's directory makes that
-/// command fail for it.
+/// command fail for it; a `gone-at-domname` file makes `domname` answer as for a guest undefined
+/// just before it.
 pub struct FakeVirsh {
     pub dir: TempDir,
 }
@@ -90,7 +91,8 @@ case $cmd in
     case $cmd in
       dominfo) p=yes; grep -qx "$(basename "$d")" "$F/list-transient" 2>/dev/null && p=no
         printf 'Id:             %s\nName:           %s\nUUID:           %s\nPersistent:     %s\n\n' "$(cat "$d/id" 2>/dev/null || echo -)" "$(cat "$d/name")" "$(basename "$d")" "$p";;
-      domname) cat "$d/name"; echo; [ -n "$quiet" ] || echo;;
+      domname) if [ -e "$d/gone-at-domname" ]; then echo "error: Domain not found: no domain with matching uuid '$dom' ($(cat "$d/name"))" >&2; exit 1; fi
+        cat "$d/name"; echo; [ -n "$quiet" ] || echo;;
       *) if [ -e "$d/fail-dumpxml" ]; then echo "error: internal error: boom reading $(basename "$d")" >&2; exit 1; fi
          if [ -z "$inactive" ] && [ -e "$d/live" ]; then cat "$d/live"; else cat "$d/xml"; fi;;
     esac;;

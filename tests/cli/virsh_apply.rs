@@ -272,6 +272,23 @@ fn apply_by_uuid_or_id_with_a_fake_virsh() {
     assert_eq!(f.persistent("web"), FakeVirsh::xml("web", &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")])));
 }
 
+/// A guest listed, then undefined before virsh says its name (an operator's `undefine` racing
+/// the sweep, seen in the watch race test): skipped as gone, not a failure.
+#[test]
+fn apply_all_skips_a_guest_undefined_during_the_lookup() {
+    let f = FakeVirsh::new("fake-gone");
+    f.domain("stays", "");
+    f.domain("fleeting", "");
+    f.lists(&["stays", "fleeting"], &[]);
+    let fleeting = FakeVirsh::uuid("fleeting");
+    f.dir.write(&format!("dom/{fleeting}/gone-at-domname"), "");
+    let out = f.apply(EVENTS_CFG, &["--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, &fleeting), ("skipped".into(), "no longer defined: left alone".into()), "{}", stdout(&out));
+    assert_eq!(row(&out, "stays").0, "changed", "{}", stdout(&out));
+    assert!(!stderr(&out).contains("warn"), "{}", stderr(&out));
+}
+
 /// A name ending in '\r' (libvirt accepts `<name>x&#13;</name>`) comes through `--all` whole.
 #[test]
 fn apply_all_with_a_carriage_return_in_a_name() {
