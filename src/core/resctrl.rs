@@ -250,6 +250,25 @@ fn whole_lines(style: &Style<'_>, text: &str, span: Range<usize>) -> Range<usize
     ls..span.end + (rest.len() - after.len()) + eol
 }
 
+/// The monitor-only tunes of `doc` that [`apply_monitors`] would take out for `unavailable`
+/// (allocations and all else left), without logging: for the reports.
+pub fn removable(doc: &Document<'_>, unavailable: &[(Monitor, String)]) -> Vec<RemovedTune> {
+    let text = doc.text();
+    if unavailable.is_empty() || !(text.contains("<cachetune") || text.contains("<memorytune")) {
+        return Vec::new();
+    }
+    let Ok(l) = Layout::scan(text) else { return Vec::new() };
+    l.tunes
+        .iter()
+        .filter(|t| !t.monitors.is_empty() && t.allocates.is_none())
+        .filter_map(|t| {
+            let m = if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth };
+            let (_, why) = unavailable.iter().find(|(u, _)| *u == m)?;
+            Some(RemovedTune { monitor: m, reason: why.clone() })
+        })
+        .collect()
+}
+
 /// The kinds of monitor `doc` has in its `<cputune>` (any vCPUs), e.g. from a live XML.
 pub fn monitors_in(doc: &Document<'_>) -> Vec<Monitor> {
     let Ok(l) = Layout::scan(doc.text()) else { return Vec::new() };
