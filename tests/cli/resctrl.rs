@@ -199,6 +199,13 @@ fn status_and_apply_see_monitor_only_tunes() {
     assert_eq!(cells[4], "<memorytune>");
     assert!(cells[5].contains("the next start fails on a monitor-only <memorytune> (resctrl is not mounted"), "{cells:?}");
 
+    // Another host: its resctrl decides, the tune stays.
+    let remote = f.apply(EVENTS_CFG, &["--connect", "qemu+ssh://host2/system", "--dry-run", "--all"]);
+    assert!(remote.status.success(), "{}{}", stdout(&remote), stderr(&remote));
+    let (result, detail) = row(&remote, "mon");
+    assert_eq!(result, "would change", "{detail}");
+    assert!(!detail.contains("memorytune"), "{detail}");
+
     let dry = f.apply(EVENTS_CFG, &["--dry-run", "--all"]);
     assert!(row(&dry, "mon").1.contains("removed <memorytune> monitor: resctrl is not mounted"), "{}", stdout(&dry));
     assert!(f.define_calls().is_empty());
