@@ -43,9 +43,10 @@ impl Filtered {
         log::log!(level, "{context}{}", self.describe());
     }
 
-    /// Whether configured events were dropped or the guest lost events: worth a warning.
+    /// Whether configured events were dropped, the guest lost events or a monitor, or a wanted
+    /// monitor could not be added: worth a warning.
     pub fn notable(&self) -> bool {
-        let skipped = self.outcome.as_ref().is_some_and(|o| !o.monitors_skipped.is_empty());
+        let skipped = self.outcome.as_ref().is_some_and(|o| !o.monitors_skipped.is_empty() || !o.monitors_removed.is_empty());
         !self.plan.dropped.is_empty() || !self.removed.is_empty() || skipped
     }
 
@@ -90,8 +91,9 @@ pub fn filter_using(paths: &Paths, cfg: &Config, xml: &str, domain: Option<&str>
     rewrite_planned(cfg, plan, &doc, domain)
 }
 
-/// Rewrites a selected domain with `plan`: adds the plan's events and, unless the config says
-/// `"unsupported": "keep"`, takes out what this host cannot have.
+/// Rewrites a selected domain with `plan`: adds the plan's events and monitors and, unless the
+/// config says `"unsupported": "keep"`, takes out what this host cannot have (events, and
+/// monitor-only resctrl tunes).
 pub fn rewrite_planned(cfg: &Config, plan: Plan, doc: &Document<'_>, domain: String) -> Result<Filtered> {
     let unusable = match cfg.unsupported {
         Unsupported::Remove => unusable_in(&plan, doc),
@@ -106,7 +108,14 @@ pub fn rewrite_planned(cfg: &Config, plan: Plan, doc: &Document<'_>, domain: Str
     // can monitor get their monitor.
     let mut monitors = plan.monitors.clone();
     monitors.extend(outcome.removed.iter().filter_map(|e| plan.monitor_for(e)));
-    let outcome = resctrl::add_monitors(doc, outcome, &monitors)?;
+    // A monitor-only tune of a kind this host cannot have stops the guest's start here (libvirt:
+    // "Resource control is not supported on this host"): it goes, like an unusable event. Not
+    // for another host (`plan.remote`: its resctrl is unknown) nor with "unsupported": "keep".
+    let unavailable = match cfg.unsupported {
+        Unsupported::Remove => plan.monitors_unavailable(),
+        Unsupported::Keep => Vec::new(),
+    };
+    let outcome = resctrl::apply_monitors(doc, outcome, &monitors, &unavailable)?;
     let gone: HashSet<&str> = outcome.removed.iter().map(String::as_str).collect();
     let removed = unusable.iter().filter(|u| gone.contains(u.event.as_str())).cloned().collect();
     Ok(Filtered { domain, outcome: Some(outcome), plan, removed })
@@ -147,4 +156,51 @@ pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::resctrl::Monitor;
+    use crate::host::resctrl::MonitorState;
+
+    const GUEST: &str = "<domain type='kvm'>\n  <name>g</name>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>\n";
+
+    fn no_resctrl() -> Plan {
+        let state = |event, monitor| MonitorState {
+            event,
+            feature: "f",
+            monitor,
+            available: false,
+            reason: Some("resctrl is not mounted at /sys/fs/resctrl".into()),
+        };
+        Plan {
+            resctrl: vec![state("cmt", Monitor::Cache), state("mbmt", Monitor::MemoryBandwidth), state("mbml", Monitor::MemoryBandwidth)],
+            ..Plan::default()
+        }
+    }
+
+    fn run(cfg: &Config, plan: Plan, xml: &str) -> Filtered {
+        rewrite_planned(cfg, plan, &Document::parse(xml).unwrap(), "g".into()).unwrap()
+    }
+
+    #[test]
+    fn monitor_only_tune_goes_here_only() {
+        let f = run(&Config::default(), no_resctrl(), GUEST);
+        assert_eq!(f.xml().unwrap(), "<domain type='kvm'>\n  <name>g</name>\n  <vcpu>2</vcpu>\n  <cputune>\n  </cputune>\n</domain>\n");
+        assert!(f.notable());
+        assert_eq!(f.describe(), "domain 'g': removed <cachetune> monitor: resctrl is not mounted at /sys/fs/resctrl");
+        assert_eq!(run(&Config::default(), no_resctrl(), f.xml().unwrap()).xml(), None, "idempotent");
+
+        // Another host (define --connect, migration): its resctrl decides.
+        let remote = Plan { remote: true, ..no_resctrl() };
+        let f = run(&Config::default(), remote, GUEST);
+        assert_eq!(f.xml(), None);
+        assert_eq!(f.describe(), "domain 'g': unchanged");
+        // "unsupported": "keep": the operator keeps what the host cannot have.
+        let keep = Config { unsupported: Unsupported::Keep, ..Config::default() };
+        assert_eq!(run(&keep, no_resctrl(), GUEST).xml(), None);
+        // Not judged (no resctrl states): nothing to go by.
+        assert_eq!(run(&Config::default(), Plan::default(), GUEST).xml(), None);
+    }
 }

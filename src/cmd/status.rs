@@ -19,7 +19,7 @@ use crate::libvirt::{self as lv, Call, Listing, Reply, Virsh, Xml};
 use crate::support::text::table;
 use crate::cmd::{filter, print_json, write_stdout, Ctx};
 use crate::core::config::Config;
-use crate::core::resctrl::{self, Monitor};
+use crate::core::resctrl::{self, Monitor, RemovedTune};
 use crate::core::rewrite::Document;
 use crate::host::domstats::{judge, parse_domstats, Counters, CLOCKS};
 use crate::host::plan::{self, Plan};
@@ -64,12 +64,17 @@ pub struct Guest {
     /// Left out of the JSON when empty, so hosts without resctrl see schema 1 unchanged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_monitors: Vec<Monitor>,
+    /// Monitor-only `<cachetune>`/`<memorytune>` in the persistent config of a kind this host
+    /// cannot have: libvirt refuses the next start ("Resource control is not supported on this
+    /// host"). Left out of the JSON when empty, like `missing_monitors`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub monitors_at_risk: Vec<RemovedTune>,
 }
 
 impl Guest {
     /// Nothing shown is wrong or unverified, and the next start is safe.
     fn fine(&self) -> bool {
-        self.at_risk.is_empty() && matches!(self.counters, Counters::Complete | Counters::None)
+        self.at_risk.is_empty() && self.monitors_at_risk.is_empty() && matches!(self.counters, Counters::Complete | Counters::None)
     }
 }
 
@@ -110,7 +115,7 @@ pub fn summarize(guests: &[Guest]) -> Summary {
             Counters::None => s.none += 1,
             Counters::Unknown => s.unknown += 1,
         }
-        s.at_risk += usize::from(!g.at_risk.is_empty());
+        s.at_risk += usize::from(!g.at_risk.is_empty() || !g.monitors_at_risk.is_empty());
     }
     s
 }
@@ -210,6 +215,7 @@ fn inspect(cfg: &Config, plan: &Plan, target: &str, conf: &Reply, active: &HashS
         reason: String::new(),
         at_risk: Vec::new(),
         missing_monitors: Vec::new(),
+        monitors_at_risk: Vec::new(),
     };
     if conf.failed() || conf.stdout.trim().is_empty() {
         g.reason = conf.message();
@@ -231,6 +237,7 @@ fn inspect(cfg: &Config, plan: &Plan, target: &str, conf: &Reply, active: &HashS
     g.config_events = enabled(&doc);
     // What the rewrite would take out, whatever "unsupported" says: this is about the next start.
     g.at_risk = filter::unusable_in(plan, &doc).into_iter().map(|u| AtRisk { event: u.event, reason: u.reason }).collect();
+    g.monitors_at_risk = resctrl::removable(&doc, &plan.monitors_unavailable());
     if !g.running {
         g.counters = Counters::None;
         g.reason = "not running".to_string();
@@ -313,21 +320,36 @@ fn clock(g: &Guest) -> Option<&'static str> {
     CLOCKS.into_iter().find(|c| g.live_events.iter().any(|e| e == c))
 }
 
+/// One of each kind, for the table.
+fn dedup_tunes(tunes: &[RemovedTune]) -> Vec<&RemovedTune> {
+    let mut out: Vec<&RemovedTune> = Vec::new();
+    for t in tunes {
+        if !out.iter().any(|o| o.monitor == t.monitor) {
+            out.push(t);
+        }
+    }
+    out
+}
+
 /// The table: one row per guest, skipped ones last.
 fn render(guests: &[Guest], skipped: &[String]) -> String {
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
     let mut rows: Vec<[String; 7]> = guests
         .iter()
         .map(|g| {
-            let risk: Vec<String> = g.at_risk.iter().map(|r| r.event.clone()).collect();
+            let mut risk: Vec<String> = g.at_risk.iter().map(|r| r.event.clone()).collect();
+            let mut each: Vec<String> = g.at_risk.iter().map(|r| format!("{} ({})", r.event, r.reason)).collect();
+            for t in dedup_tunes(&g.monitors_at_risk) {
+                risk.push(format!("<{}>", t.monitor.element()));
+                each.push(format!("a monitor-only <{}> ({})", t.monitor.element(), t.reason));
+            }
             let mut detail = g.reason.clone();
             if !g.missing_monitors.is_empty() {
                 let names: Vec<&str> = g.missing_monitors.iter().map(|m| m.as_str()).collect();
                 let sep = if detail.is_empty() { "" } else { "; " };
                 detail.push_str(&format!("{sep}no resctrl {} monitor live (takes effect at its next start)", names.join(",")));
             }
-            if !g.at_risk.is_empty() {
-                let each: Vec<String> = g.at_risk.iter().map(|r| format!("{} ({})", r.event, r.reason)).collect();
+            if !each.is_empty() {
                 detail.push_str(&format!(
                     "; the next start fails on {}: run 'virt-perf-hook apply'",
                     each.join(", ")

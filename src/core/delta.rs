@@ -71,6 +71,9 @@ impl PerfDelta {
         if outcome.beyond_perf() {
             d.surgery.push(Surgery::Other("resctrl monitors go into <cputune>".into()));
         }
+        if !outcome.monitors_removed.is_empty() {
+            d.surgery.push(Surgery::Other("monitor-only resctrl tunes come out of <cputune>".into()));
+        }
         d
     }
 
@@ -139,6 +142,17 @@ mod tests {
         let d = PerfDelta::of(&o, &[], &["page_faults"], Existing::Respect);
         assert!(!d.atomic());
         assert_eq!(d.surgery, vec![Surgery::Other("resctrl monitors go into <cputune>".into())]);
+    }
+
+    /// Taking a monitor-only tune out of `<cputune>` is beyond `virsh perf` too.
+    #[test]
+    fn removed_monitors_need_surgery() {
+        use crate::core::resctrl::{Monitor, RemovedTune};
+        let gone = RemovedTune { monitor: Monitor::Cache, reason: "no resctrl".into() };
+        let o = Outcome { xml: Some(String::new()), monitors_removed: vec![gone], ..Outcome::default() };
+        let d = PerfDelta::of(&o, &[], &[], Existing::Respect);
+        assert!(!d.atomic() && !d.is_empty());
+        assert_eq!(d.surgery, vec![Surgery::Other("monitor-only resctrl tunes come out of <cputune>".into())]);
     }
 
     /// Log lines show odd names from a guest's XML escaped (issue 19): an empty one, a tab.

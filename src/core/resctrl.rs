@@ -83,41 +83,190 @@ pub fn replacement(event: &str) -> Option<&'static Replacement> {
 /// libvirt's limit on vCPU ids in a cpuset (`VIR_DOMAIN_CPUMASK_LEN`).
 const MAX_VCPUS: u32 = 16384;
 
+/// A monitor-only tune taken out of a guest because this host cannot have its monitor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemovedTune {
+    pub monitor: Monitor,
+    /// Why the host cannot have it (the plan's reason).
+    pub reason: String,
+}
+
 /// Adds `want` (deduplicated) to `outcome`, the `<perf>` rewrite of `doc`: the monitors' splices
 /// join its edits and `xml` is made again from the original text. A monitor the guest already
 /// has is not added again; one its layout cannot take goes to `monitors_skipped`, with why.
-pub fn add_monitors(doc: &Document<'_>, mut outcome: Outcome, want: &[Monitor]) -> Result<Outcome> {
-    let mut want: Vec<Monitor> = want.to_vec();
+pub fn add_monitors(doc: &Document<'_>, outcome: Outcome, want: &[Monitor]) -> Result<Outcome> {
+    apply_monitors(doc, outcome, want, &[])
+}
+
+/// The summary parts for `removed`: one per kind, e.g. `removed <cachetune> monitor: why`
+/// (`2 <cachetune> monitors` when a guest had more than one).
+pub fn removed_summary(removed: &[RemovedTune]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in [Monitor::Cache, Monitor::MemoryBandwidth] {
+        let of: Vec<&RemovedTune> = removed.iter().filter(|r| r.monitor == m).collect();
+        let Some(first) = of.first() else { continue };
+        let what = match of.len() {
+            1 => format!("<{}> monitor", m.element()),
+            n => format!("{n} <{}> monitors", m.element()),
+        };
+        out.push(format!("removed {what}: {}", first.reason));
+    }
+    out
+}
+
+/// [`add_monitors`], and first takes out every monitor-only tune (children only `<monitor>`s)
+/// of a kind in `unavailable` (with why this host cannot have it): libvirt refuses to start such
+/// a guest ("Resource control is not supported on this host"). A tune that also allocates
+/// (`<cache>`, `<node>`) is the operator's and stays; a warning says the guest may not start.
+/// The removals go to `monitors_removed`; a kind being removed is never added.
+pub fn apply_monitors(
+    doc: &Document<'_>,
+    mut outcome: Outcome,
+    want: &[Monitor],
+    unavailable: &[(Monitor, String)],
+) -> Result<Outcome> {
+    let mut want: Vec<Monitor> = want.iter().copied().filter(|m| !unavailable.iter().any(|(u, _)| u == m)).collect();
     want.sort();
     want.dedup();
-    if want.is_empty() {
-        return Ok(outcome);
-    }
     let text = doc.text();
-    let layout = Layout::scan(text);
-    let style = doc.style();
-    let (edits, added, skipped) = match layout.and_then(|l| plan_edits(&l, &style, &want)) {
-        Ok(planned) => planned,
-        Err(why) => (Vec::new(), Vec::new(), vec![why]),
-    };
-    outcome.monitors_skipped.extend(skipped);
-    if edits.is_empty() {
+    // The hook runs on every start: no second parse unless a tune could be there.
+    let removing = !unavailable.is_empty() && (text.contains("<cachetune") || text.contains("<memorytune"));
+    if want.is_empty() && !removing {
         return Ok(outcome);
     }
-    // An insertion inside a span the <perf> rewrite replaces would be lost or split it.
-    if let Some((r, _)) = outcome.edits.iter().find(|(r, _)| edits.iter().any(|(e, _)| r.start < e.start && e.start < r.end)) {
-        outcome.monitors_skipped.push(format!("a <perf> change at bytes {}..{} meets the <cputune> insertion", r.start, r.end));
+    let mut layout = match Layout::scan(text) {
+        Ok(l) => l,
+        Err(why) => {
+            if !want.is_empty() {
+                outcome.monitors_skipped.push(why);
+            }
+            return Ok(outcome);
+        }
+    };
+    let style = doc.style();
+    let mut ours = Vec::new();
+    if removing {
+        let (edits, removed) = removals(doc, &mut layout, &style, unavailable, &outcome.edits);
+        ours = edits;
+        outcome.monitors_removed = removed;
+    }
+    if !want.is_empty() {
+        let (edits, added, skipped) = match plan_edits(&layout, &style, &want) {
+            Ok(planned) => planned,
+            Err(why) => (Vec::new(), Vec::new(), vec![why]),
+        };
+        outcome.monitors_skipped.extend(skipped);
+        // An insertion inside a span the <perf> rewrite replaces would be lost or split it.
+        let inside = |(r, _): &&Edit| edits.iter().any(|(e, _)| r.start < e.start && e.start < r.end);
+        if let Some((r, _)) = outcome.edits.iter().chain(&ours).find(inside) {
+            outcome.monitors_skipped.push(format!("a <perf> change at bytes {}..{} meets the <cputune> insertion", r.start, r.end));
+        } else {
+            ours.extend(edits);
+            outcome.monitors = added;
+        }
+    }
+    if ours.is_empty() {
         return Ok(outcome);
     }
     // Ours first: at an equal position the stable sort keeps <cputune> before a new <perf>,
-    // libvirt's order.
-    let mut all = edits;
+    // libvirt's order, and an insertion before a removal starting there.
+    ours.sort_by_key(|(r, _)| (r.start, r.end));
+    let mut all = ours;
     all.append(&mut outcome.edits);
     all.sort_by_key(|(r, _)| (r.start, r.end));
     outcome.xml = Some(splice(text, &all));
     outcome.edits = all;
-    outcome.monitors = added;
     Ok(outcome)
+}
+
+/// The splices that take out the monitor-only tunes of the `unavailable` kinds (each with its
+/// line when it stands alone on it), and what they take out. The tunes go from `l` too, so the
+/// insertions that follow neither keep clear of them nor anchor on them. A tune an edit of
+/// `others` meets stays (logged).
+fn removals(
+    doc: &Document<'_>,
+    l: &mut Layout,
+    style: &Style<'_>,
+    unavailable: &[(Monitor, String)],
+    others: &[Edit],
+) -> (Vec<Edit>, Vec<RemovedTune>) {
+    let domain = crate::support::text::printable(doc.name().unwrap_or_default());
+    let (mut edits, mut removed, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for t in &l.tunes {
+        let m = if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth };
+        let Some((_, why)) = unavailable.iter().find(|(u, _)| *u == m) else { continue };
+        if t.monitors.is_empty() {
+            continue;
+        }
+        let raw = t.vcpus.as_deref().unwrap_or_default();
+        let raw = crate::support::text::printable(raw);
+        if let Some(child) = &t.allocates {
+            log::warn!(
+                "domain '{domain}': <{} vcpus='{raw}'> kept: it also allocates (<{}>), but this host cannot have                  its monitor ({why}); the guest may not start here",
+                t.elem.name,
+                crate::support::text::printable(child)
+            );
+            continue;
+        }
+        let span = whole_lines(style, doc.text(), t.elem.span.clone());
+        let meets = |(r, _): &Edit| {
+            if r.is_empty() {
+                span.start < r.start && r.start < span.end
+            } else {
+                r.start < span.end && span.start < r.end
+            }
+        };
+        if let Some((r, _)) = others.iter().find(|e| meets(e)) {
+            log::warn!(
+                "domain '{domain}': <{} vcpus='{raw}'> kept: a <perf> change at bytes {}..{} meets it",
+                t.elem.name,
+                r.start,
+                r.end
+            );
+            continue;
+        }
+        edits.push((span, String::new()));
+        removed.push(RemovedTune { monitor: m, reason: why.clone() });
+        gone.push(t.elem.span.start);
+    }
+    l.tunes.retain(|t| !gone.contains(&t.elem.span.start));
+    l.cputune_children.retain(|c| !gone.contains(&c.span.start));
+    (edits, removed)
+}
+
+/// `span` widened to its whole line(s) when it stands alone on them, so taking it out leaves no
+/// blank line; otherwise `span` itself.
+fn whole_lines(style: &Style<'_>, text: &str, span: Range<usize>) -> Range<usize> {
+    let Some(ls) = style.line_start_if_indented(span.start) else { return span };
+    let rest = &text[span.end..];
+    let after = rest.trim_start_matches([' ', '\t']);
+    let eol = if after.starts_with("\r\n") {
+        2
+    } else if after.starts_with('\n') {
+        1
+    } else {
+        return span;
+    };
+    ls..span.end + (rest.len() - after.len()) + eol
+}
+
+/// The monitor-only tunes of `doc` that [`apply_monitors`] would take out for `unavailable`
+/// (allocations and all else left), without logging: for the reports.
+pub fn removable(doc: &Document<'_>, unavailable: &[(Monitor, String)]) -> Vec<RemovedTune> {
+    let text = doc.text();
+    if unavailable.is_empty() || !(text.contains("<cachetune") || text.contains("<memorytune")) {
+        return Vec::new();
+    }
+    let Ok(l) = Layout::scan(text) else { return Vec::new() };
+    l.tunes
+        .iter()
+        .filter(|t| !t.monitors.is_empty() && t.allocates.is_none())
+        .filter_map(|t| {
+            let m = if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth };
+            let (_, why) = unavailable.iter().find(|(u, _)| *u == m)?;
+            Some(RemovedTune { monitor: m, reason: why.clone() })
+        })
+        .collect()
 }
 
 /// The kinds of monitor `doc` has in its `<cputune>` (any vCPUs), e.g. from a live XML.
@@ -152,6 +301,8 @@ struct Tune {
     monitors: Vec<(Option<String>, Option<String>)>,
     /// Start of the first child element, for its indentation.
     first_child: Option<usize>,
+    /// The first child that is not a `<monitor>` (`<cache>`, `<node>`): an allocation.
+    allocates: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -161,6 +312,7 @@ struct Layout {
     cputunes: Vec<Elem>,
     /// Children of the first `<cputune>`.
     cputune_children: Vec<Elem>,
+    /// The `<cachetune>`s and `<memorytune>`s of every `<cputune>`, in document order.
     tunes: Vec<Tune>,
     /// `<domain type='…'>`.
     domain_type: Option<String>,
@@ -221,20 +373,22 @@ impl Layout {
 
     /// An element opens with `stack` as its ancestors.
     fn open(&mut self, stack: &[Elem], elem: &Elem, e: &BytesStart<'_>) -> std::result::Result<(), String> {
-            if stack.is_empty() {
+        if stack.is_empty() {
             self.domain_type = attr(e, b"type")?;
         }
-        let parent = stack.last().map(|p| p.name.as_str());
-        let in_first_cputune = self.cputunes.is_empty() && parent == Some("cputune") && stack.len() == 2;
-        if in_first_cputune && (elem.name == "cachetune" || elem.name == "memorytune") {
+        // Tunes of every `<cputune>`: libvirt reads `./cputune/cachetune` of all of them.
+        let in_cputune = stack.len() == 2 && stack[1].name == "cputune";
+        if in_cputune && (elem.name == "cachetune" || elem.name == "memorytune") {
             self.tunes.push(Tune { elem: elem.clone(), vcpus: attr(e, b"vcpus")?, ..Tune::default() });
         }
-        let in_tune = stack.len() == 3 && self.cputunes.is_empty() && stack[1].name == "cputune";
+        let in_tune = stack.len() == 3 && stack[1].name == "cputune";
         if in_tune {
-            if let Some(t) = self.tunes.last_mut() {
+            if let Some(t) = self.tunes.last_mut().filter(|t| t.elem.span.start == stack[2].span.start) {
                 t.first_child.get_or_insert(elem.span.start);
                 if elem.name == "monitor" {
                     t.monitors.push((attr(e, b"level")?, attr(e, b"vcpus")?));
+                } else {
+                    t.allocates.get_or_insert_with(|| elem.name.clone());
                 }
             }
         }
@@ -250,11 +404,13 @@ impl Layout {
                 }
                 self.children.push(elem);
             }
-            2 if self.cputunes.is_empty() && stack[1].name == "cputune" => {
+            2 if stack[1].name == "cputune" => {
                 if let Some(t) = self.tunes.last_mut().filter(|t| t.elem.span.start == elem.span.start) {
                     t.elem = elem.clone();
                 }
-                self.cputune_children.push(elem);
+                if self.cputunes.is_empty() {
+                    self.cputune_children.push(elem);
+                }
             }
             _ => {}
         }

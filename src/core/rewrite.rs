@@ -88,6 +88,9 @@ pub struct Outcome {
     pub monitors: Vec<crate::core::resctrl::Monitor>,
     /// Why a wanted monitor was not added (the guest's layout cannot take it safely).
     pub monitors_skipped: Vec<String>,
+    /// Monitor-only `<cachetune>`/`<memorytune>` taken out (`core::resctrl`): this host cannot
+    /// have them and libvirt would not start the guest. Also a change outside `<perf>`.
+    pub monitors_removed: Vec<crate::core::resctrl::RemovedTune>,
 }
 
 /// Events to take out of `<perf>`. The rewrite only matches names; why an event goes is the
@@ -169,6 +172,7 @@ impl Outcome {
         for why in &self.monitors_skipped {
             parts.push(format!("no resctrl monitor: {why}"));
         }
+        parts.extend(crate::core::resctrl::removed_summary(&self.monitors_removed));
         if parts.is_empty() {
             "unchanged".to_string()
         } else {

@@ -38,6 +38,9 @@ pub struct Plan {
     pub monitors: Vec<Monitor>,
     /// `cmt`, `mbmt`, `mbml` on this host through resctrl (empty: not judged).
     pub resctrl: Vec<MonitorState>,
+    /// Made for another host ([`Target::Remote`]): its resctrl was not looked at.
+    #[serde(skip)]
+    pub remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -57,6 +60,34 @@ impl Plan {
     /// The monitor that stands in for the event `name` here, if resctrl can give it.
     pub fn monitor_for(&self, name: &str) -> Option<Monitor> {
         self.resctrl.iter().find(|s| s.event == name && s.available).map(|s| s.monitor)
+    }
+
+    /// The monitor kinds this host certainly cannot have, with why (one reason per distinct
+    /// cause): a guest carrying a monitor-only tune of such a kind does not start here. Empty
+    /// for another host, when resctrl was not judged, and when only the libvirt version is
+    /// unknown.
+    pub fn monitors_unavailable(&self) -> Vec<(Monitor, String)> {
+        if self.remote {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for m in [Monitor::Cache, Monitor::MemoryBandwidth] {
+            let states: Vec<&MonitorState> = self.resctrl.iter().filter(|s| s.monitor == m).collect();
+            if states.is_empty() || states.iter().any(|s| s.available) {
+                continue;
+            }
+            let mut why: Vec<&str> = Vec::new();
+            for r in states.iter().filter_map(|s| s.reason.as_deref()) {
+                if !why.contains(&r) {
+                    why.push(r);
+                }
+            }
+            if why.is_empty() || why.contains(&resctrl::VERSION_UNKNOWN) {
+                continue;
+            }
+            out.push((m, why.join("; ")));
+        }
+        out
     }
 
     pub fn unusable(&self, name: &str) -> Option<Unusable> {
@@ -264,6 +295,7 @@ pub fn plan_with(paths: &Paths, cfg: &Config, target: &Target, use_: CacheUse) -
             // of a guest: there only the version judges.
             plan.unusable = unusable_events(Some(r.version), None);
             apply_resctrl(&mut plan, resctrl::judge(&resctrl::Probe::unknown(REMOTE_NO_PROBE), Some(r.version)));
+            plan.remote = true;
             plan
         }
     }
@@ -525,9 +557,43 @@ mod tests {
         assert_eq!(p.add, vec!["page_faults"]);
         assert!(p.dropped.iter().all(|d| d.reason.starts_with(REMOTE_NO_PROBE)), "{p:?}");
         assert!(p.unusable.is_empty(), "not knowing is no reason to remove: {p:?}");
+        assert!(p.remote && p.monitors_unavailable().is_empty(), "the destination's resctrl decides: {p:?}");
         assert_eq!(p.version_source, r.source);
         assert!(!paths.root().exists(), "nothing local was touched");
         let trusting = Config { host_probe: false, ..c };
         assert_eq!(plan(&paths, &trusting, &Target::Remote(r)).add, vec!["cmt", "cpu_cycles", "page_faults"]);
+    }
+
+    /// Which monitor kinds a guest must not carry here: none for another host or an unknown
+    /// libvirt; the distinct reasons of a kind joined.
+    #[test]
+    fn unavailable_monitor_kinds() {
+        let state = |event, monitor, reason: Option<&str>| MonitorState {
+            event,
+            feature: "f",
+            monitor,
+            available: reason.is_none(),
+            reason: reason.map(str::to_string),
+        };
+        let mut p = Plan {
+            resctrl: vec![
+                state("cmt", Monitor::Cache, Some("not mounted")),
+                state("mbmt", Monitor::MemoryBandwidth, Some("no total")),
+                state("mbml", Monitor::MemoryBandwidth, Some("no local")),
+            ],
+            ..Plan::default()
+        };
+        assert_eq!(
+            p.monitors_unavailable(),
+            vec![(Monitor::Cache, "not mounted".to_string()), (Monitor::MemoryBandwidth, "no total; no local".to_string())]
+        );
+        p.resctrl[2] = state("mbml", Monitor::MemoryBandwidth, None);
+        assert_eq!(p.monitors_unavailable(), vec![(Monitor::Cache, "not mounted".to_string())], "one MBM feature is enough");
+        p.resctrl[0] = state("cmt", Monitor::Cache, Some(resctrl::VERSION_UNKNOWN));
+        assert!(p.monitors_unavailable().is_empty());
+        assert!(Plan::default().monitors_unavailable().is_empty(), "not judged");
+        let mut remote = Plan { resctrl: vec![state("cmt", Monitor::Cache, Some(REMOTE_NO_PROBE))], ..Plan::default() };
+        remote.remote = true;
+        assert!(remote.monitors_unavailable().is_empty());
     }
 }

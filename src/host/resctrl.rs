@@ -56,6 +56,10 @@ pub struct MonitorState {
     pub reason: Option<String>,
 }
 
+/// The reason of a monitor the host has but whose libvirt is not known: not a reason to take
+/// one out of a guest.
+pub const VERSION_UNKNOWN: &str = "libvirt version unknown";
+
 impl MonitorState {
     /// `cmt → resctrl llc_occupancy: available|unavailable (why)`.
     pub fn describe(&self) -> String {
@@ -79,7 +83,7 @@ fn state(r: &Replacement, probe: &Probe, version: Option<Version>) -> MonitorSta
             "{MON_FEATURES} does not list {} (CPU flag {})",
             r.feature, r.cpu_flag
         )),
-        (_, None) => Some("libvirt version unknown".to_string()),
+        (_, None) => Some(VERSION_UNKNOWN.to_string()),
         (_, Some(v)) if v < since => {
             Some(format!("<{}><monitor> needs libvirt {since}, this host has {v}", r.monitor.element()))
         }

@@ -92,6 +92,10 @@ fn dry_run_says_what_and_why() {
         ("resctrl-unmounted", &["dropped cmt", "cmt → resctrl llc_occupancy: unavailable (resctrl is not mounted at /sys/fs/resctrl"]),
         ("resctrl-alloc-covers-some", &["no resctrl monitor: <cachetune vcpus='0-1'> covers only some of the guest's vCPUs (0-3)"]),
         ("resctrl-existing-monitor", &["added page_faults"]),
+        ("resctrl-unavailable-cachetune", &["removed <cachetune> monitor: resctrl is not mounted at /sys/fs/resctrl"]),
+        ("resctrl-unavailable-both", &["removed <cachetune> monitor: resctrl is not mounted", "removed <memorytune> monitor: resctrl is not mounted"]),
+        ("resctrl-unavailable-allocation", &["removed <memorytune> monitor: resctrl is not mounted"]),
+        ("resctrl-unavailable-mbm", &["added resctrl monitor cache", "removed <memorytune> monitor: /sys/fs/resctrl/info/L3_MON/mon_features does not list mbm_total_bytes (CPU flag cqm_mbm_total); /sys/fs/resctrl/info/L3_MON/mon_features does not list mbm_local_bytes (CPU flag cqm_mbm_local)"]),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     for (name, parts) in expect {
@@ -105,6 +109,9 @@ fn dry_run_says_what_and_why() {
         }
         if *name == "resctrl-existing-monitor" {
             assert!(!line.contains("resctrl monitor"), "{line}");
+        }
+        if *name == "resctrl-unavailable-allocation" {
+            assert!(!line.contains("<cachetune>"), "the allocation stays: {line}");
         }
     }
 }
@@ -134,6 +141,83 @@ fn reports_show_the_replacements() {
     let none = TempDir::new("resctrl-none");
     let check = stdout(&run_in(none.path(), &["check", "-c", cfg], ""));
     assert!(check.contains("cmt → resctrl llc_occupancy: unavailable (resctrl is not mounted at /sys/fs/resctrl"), "{check}");
+}
+
+/// A guest with a monitor-only `<cachetune>` on a host without resctrl: `filter` takes it out
+/// and says so in one warning, `--dry-run` says it would, `"unsupported": "keep"` keeps it.
+#[test]
+fn filter_removes_monitor_only_tunes_without_resctrl() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/resctrl-unavailable-cachetune");
+    let root = TempDir::new("resctrl-gone");
+    let cfg = root.write("config.json", r#"{"enabled_perf_events": ["page_faults"], "libvirt_version": "9.0.0"}"#);
+    let cfg = cfg.to_str().unwrap();
+    let input = std::fs::read_to_string(case.join("in.xml")).unwrap();
+    let out = run_in(root.path(), &["filter", "-c", cfg], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = stdout(&out);
+    assert!(!new.contains("<cachetune") && new.contains("<shares>2048</shares>"), "{new}");
+    let log: Vec<String> = stderr(&out).lines().filter(|l| l.contains("<cachetune>")).map(str::to_string).collect();
+    assert_eq!(log.len(), 1, "one line per guest: {}", stderr(&out));
+    assert!(log[0].contains("WARN") || log[0].contains("warn"), "a warning: {}", log[0]);
+    assert!(log[0].contains("domain 'resctrl-unavailable-cachetune': added page_faults; removed <cachetune> monitor: resctrl is not mounted at /sys/fs/resctrl"), "{}", log[0]);
+    let again = run_in(root.path(), &["filter", "-c", cfg], &new);
+    assert_eq!(stdout(&again), new, "idempotent");
+    assert!(!stderr(&again).contains("<cachetune>"), "{}", stderr(&again));
+
+    let dry = run_in(root.path(), &["filter", "--dry-run", "-c", cfg], &input);
+    assert_eq!(stdout(&dry), "domain 'resctrl-unavailable-cachetune': added page_faults; removed <cachetune> monitor: resctrl is not mounted at /sys/fs/resctrl (libvirt does not mount it: mount -t resctrl resctrl /sys/fs/resctrl)\n");
+    let diff = stdout(&run_in(root.path(), &["filter", "--diff", "-c", cfg], &input));
+    assert!(diff.contains("-    <cachetune vcpus='0-3'>\n-      <monitor level='3' vcpus='0-3'/>\n-    </cachetune>\n"), "{diff}");
+
+    let keep = root.write("keep.json", r#"{"enabled_perf_events": [], "libvirt_version": "9.0.0", "unsupported": "keep"}"#);
+    let kept = run_in(root.path(), &["filter", "-c", keep.to_str().unwrap()], &input);
+    assert_eq!(stdout(&kept), input);
+    assert_eq!(stdout(&run_in(root.path(), &["filter", "--dry-run", "-c", keep.to_str().unwrap()], &input)), "domain 'resctrl-unavailable-cachetune': unchanged\n");
+}
+
+/// `status` counts a monitor-only tune this host cannot have as a failing next start (the JSON
+/// field `monitors_at_risk`, absent otherwise); `apply` takes it out with a guarded define.
+#[test]
+fn status_and_apply_see_monitor_only_tunes() {
+    use crate::virsh::{row, table_row, FakeVirsh, EVENTS_CFG};
+    let f = FakeVirsh::new("fake-resctrl");
+    let tune = "  <vcpu>2</vcpu>\n  <cputune>\n    <memorytune vcpus='0-1'>\n      <monitor vcpus='0-1'/>\n    </memorytune>\n  </cputune>\n";
+    f.domain("mon", tune);
+    f.domain("plain", "");
+    f.lists(&["mon", "plain"], &[]);
+    let out = f.run(EVENTS_CFG, "status", &["--json", "--all"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let guest = |n: &str| v["guests"].as_array().unwrap().iter().find(|g| g["domain"] == n).unwrap().clone();
+    let mon = guest("mon");
+    assert_eq!(mon["monitors_at_risk"][0]["monitor"], "memory-bandwidth", "{mon}");
+    assert!(mon["monitors_at_risk"][0]["reason"].as_str().unwrap().starts_with("resctrl is not mounted at /sys/fs/resctrl"), "{mon}");
+    assert!(guest("plain").get("monitors_at_risk").is_none(), "absent when empty");
+    assert_eq!(v["summary"]["at_risk"], 1);
+    let text = f.run(EVENTS_CFG, "status", &["--all"]);
+    let cells = table_row(&text, "mon", &["STATE", "CONFIG", "LIVE", "COUNTERS", "AT RISK", "DETAIL"]);
+    assert_eq!(cells[4], "<memorytune>");
+    assert!(cells[5].contains("the next start fails on a monitor-only <memorytune> (resctrl is not mounted"), "{cells:?}");
+
+    // Another host: its resctrl decides, the tune stays.
+    let remote = f.apply(EVENTS_CFG, &["--connect", "qemu+ssh://host2/system", "--dry-run", "--all"]);
+    assert!(remote.status.success(), "{}{}", stdout(&remote), stderr(&remote));
+    let (result, detail) = row(&remote, "mon");
+    assert_eq!(result, "would change", "{detail}");
+    assert!(!detail.contains("memorytune"), "{detail}");
+
+    let dry = f.apply(EVENTS_CFG, &["--dry-run", "--all"]);
+    assert!(row(&dry, "mon").1.contains("removed <memorytune> monitor: resctrl is not mounted"), "{}", stdout(&dry));
+    assert!(f.define_calls().is_empty());
+    let out = f.apply(EVENTS_CFG, &["--all"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let (result, detail) = row(&out, "mon");
+    assert_eq!(result, "changed");
+    assert!(detail.contains("removed <memorytune> monitor: resctrl is not mounted"), "{detail}");
+    let now = f.persistent("mon");
+    assert!(!now.contains("memorytune") && now.contains("<cputune>\n  </cputune>"), "{now}");
+    let again = f.apply(EVENTS_CFG, &["--all"]);
+    assert!(!row(&again, "mon").1.contains("memorytune"), "{}", stdout(&again));
 }
 
 /// On the real libvirtd here (libvirt 9.0.0, no resctrl): a KVM guest with the monitors the
@@ -181,4 +265,73 @@ fn strip(s: &str, open: &str, close: &str) -> String {
         (Some(a), Some(b)) => format!("{}{}", &s[..a], &s[b + close.len()..]),
         _ => s.to_string(),
     }
+}
+
+/// Issue 24's safety gap, on the real libvirtd here (libvirt 9.0.0, resctrl not mounted): a
+/// guest that arrives carrying a monitor-only `<cachetune>` and `<memorytune>` does not start,
+/// and once `apply` took them out it does.
+///
+/// What libvirt 9.0.0 does with them (seen here): for a type='kvm' guest `virsh define` accepts
+/// the monitors (the XML is valid) and `virsh start` fails with "Resource control is not
+/// supported on this host"; a type='qemu' (TCG) guest is refused already at define, "cachetune
+/// is only supported for KVM domains" (resp. memorytune), so such a guest never gets that far
+/// and this test uses KVM (the fixture opens /dev/kvm to the kvm group; no KVM here: skip). The
+/// qemu hook cannot help at start: libvirt reads a rewritten XML from the hook only on restore
+/// and migrate, not on start, so the persistent config must be fixed (`apply`, `watch`,
+/// `define`). The empty `<cputune>` the removal leaves is accepted, and libvirt drops it.
+#[test]
+fn real_libvirtd_starts_a_guest_once_its_monitors_are_gone() {
+    let mut host = crate::libvirt_or_skip!();
+    if Path::new("/sys/fs/resctrl/info").exists() {
+        skip!("this host has resctrl mounted; the no-resctrl check does not apply");
+    }
+    if !Path::new("/dev/kvm").exists() {
+        skip!("no /dev/kvm: libvirt takes resctrl only for type='kvm' guests");
+    }
+    host.start();
+    let (work, config) = work("resctrl-gone", &["page_faults"]);
+    let guest = "vph-resctrl-gone";
+    let tunes = "<cputune><cachetune vcpus='0'><monitor level='3' vcpus='0'/></cachetune>\
+                 <memorytune vcpus='0'><monitor vcpus='0'/></memorytune></cputune>\n";
+    let xml = tcg_guest(guest, "").replace("<domain type='qemu'>", "<domain type='kvm'>").replacen("<os>", &format!("{tunes}<os>"), 1);
+
+    // TCG: refused at define.
+    let qemu = dir_write(&work, "qemu.xml", &xml.replace("<domain type='kvm'>", "<domain type='qemu'>").replace(guest, "vph-resctrl-tcg"));
+    let refused = virsh(&["define", &qemu]);
+    assert!(!refused.status.success(), "a TCG guest with a cachetune was defined");
+    assert!(stderr(&refused).contains("cachetune is only supported for KVM domains"), "{}", stderr(&refused));
+
+    // KVM: defined, and the start fails.
+    host.define(guest, &xml, &work);
+    let dumped = virsh_ok(&["dumpxml", "--inactive", guest]);
+    assert!(dumped.contains("<monitor level='3' vcpus='0'/>") && dumped.contains("<monitor vcpus='0'/>"), "{dumped}");
+    let start = virsh(&["start", guest]);
+    assert!(!start.status.success(), "started with resctrl monitors on a host without resctrl");
+    assert!(stderr(&start).contains("Resource control is not supported on this host"), "{}", stderr(&start));
+    // Each kind alone fails the same way.
+    for only in ["cachetune", "memorytune"] {
+        let other = if only == "cachetune" { "memorytune" } else { "cachetune" };
+        let cut = strip(&dumped, &format!("<{other} "), &format!("</{other}>\n"));
+        let name = format!("vph-resctrl-{only}");
+        let f = dir_write(&work, &format!("{only}.xml"), &strip(&cut.replace(guest, &name), "<uuid>", "</uuid>\n"));
+        host.forget_at_end(&name);
+        virsh_ok(&["define", &f]);
+        let start = virsh(&["start", &name]);
+        assert!(stderr(&start).contains("Resource control is not supported on this host"), "{only}: {}", stderr(&start));
+    }
+
+    let out = tool(&config, &["apply", "--connect", URI, guest]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("removed <cachetune> monitor: resctrl is not mounted at /sys/fs/resctrl"), "{table}");
+    assert!(table.contains("removed <memorytune> monitor: resctrl is not mounted at /sys/fs/resctrl"), "{table}");
+    let now = virsh_ok(&["dumpxml", "--inactive", guest]);
+    assert!(!now.contains("tune") && now.contains("<event name='page_faults' enabled='yes'/>"), "{now}");
+    virsh_ok(&["start", guest]);
+    let again = tool(&config, &["apply", "--connect", URI, guest]);
+    assert!(!stdout(&again).contains("changed"), "idempotent: {}", stdout(&again));
+}
+
+fn dir_write(dir: &TempDir, name: &str, text: &str) -> String {
+    dir.write(name, text).to_str().unwrap().to_string()
 }

@@ -106,3 +106,100 @@ fn mutated_inputs_stay_sound() {
         }
     }
 }
+
+/// The rewrite with `unavailable` kinds taken out and `want` added.
+fn apply(xml: &str, want: &[Monitor], unavailable: &[Monitor]) -> Outcome {
+    let doc = Document::parse(xml).unwrap();
+    let out = doc.rewrite(&[], &Removals::default(), Existing::Respect).unwrap();
+    let gone: Vec<(Monitor, String)> = unavailable.iter().map(|m| (*m, "no resctrl mount".to_string())).collect();
+    apply_monitors(&doc, out, want, &gone).unwrap()
+}
+
+const MONITOR_ONLY: &str = "<domain type='kvm'>\n  <name>d</name>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n    <memorytune vcpus='0-1'>\n      <monitor vcpus='0-1'/>\n    </memorytune>\n  </cputune>\n</domain>\n";
+
+#[test]
+fn monitor_only_tunes_are_removed() {
+    let out = apply(MONITOR_ONLY, &[], BOTH);
+    assert_eq!(
+        out.xml.as_deref().unwrap(),
+        "<domain type='kvm'>\n  <name>d</name>\n  <vcpu>2</vcpu>\n  <cputune>\n    <shares>2048</shares>\n  </cputune>\n</domain>\n"
+    );
+    let kinds: Vec<Monitor> = out.monitors_removed.iter().map(|r| r.monitor).collect();
+    assert_eq!(kinds, BOTH);
+    assert_eq!(out.summary(), "removed <cachetune> monitor: no resctrl mount; removed <memorytune> monitor: no resctrl mount");
+    assert_eq!(out.edits.len(), 2);
+    assert!(out.edits.iter().all(|(_, t)| t.is_empty()), "pure deletions: {:?}", out.edits);
+    let again = apply(out.xml.as_deref().unwrap(), &[], BOTH);
+    assert_eq!(again.xml, None, "idempotent");
+    assert!(again.monitors_removed.is_empty());
+
+    // One kind only: the other stays, byte for byte.
+    let out = apply(MONITOR_ONLY, &[], &[Monitor::MemoryBandwidth]);
+    assert_eq!(out.xml.as_deref().unwrap(), MONITOR_ONLY.replace("    <memorytune vcpus='0-1'>\n      <monitor vcpus='0-1'/>\n    </memorytune>\n", ""));
+    assert_eq!(out.summary(), "removed <memorytune> monitor: no resctrl mount");
+
+    // Nothing unavailable: nothing removed.
+    assert_eq!(apply(MONITOR_ONLY, &[], &[]).xml, None);
+}
+
+#[test]
+fn allocations_stay_even_with_a_monitor() {
+    let xml = "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <cache id='0' level='3' type='both' size='3' unit='MiB'/>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n    <memorytune vcpus='0-1'>\n      <node id='0' bandwidth='60'/>\n      <monitor vcpus='0-1'/>\n    </memorytune>\n  </cputune>\n</domain>";
+    let out = apply(xml, &[], BOTH);
+    assert_eq!(out.xml, None);
+    assert!(out.monitors_removed.is_empty());
+    // A tune without a monitor is nobody's business here either.
+    let bare = "<domain type='kvm'><vcpu>2</vcpu><cputune><cachetune vcpus='0-1'/><memorytune vcpus='0-1'></memorytune></cputune></domain>";
+    assert_eq!(apply(bare, &[], BOTH).xml, None);
+}
+
+#[test]
+fn removal_beside_an_insertion() {
+    // This host has the LLC monitor but not MBM: the memorytune goes, a cachetune comes in
+    // (where the memorytune was, before it in libvirt's order).
+    let xml = "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune>\n    <memorytune vcpus='0-1'>\n      <monitor vcpus='0-1'/>\n    </memorytune>\n  </cputune>\n</domain>\n";
+    let out = apply(xml, &[Monitor::Cache], &[Monitor::MemoryBandwidth]);
+    assert_eq!(
+        out.xml.as_deref().unwrap(),
+        "<domain type='kvm'>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>\n"
+    );
+    assert_eq!(out.monitors, vec![Monitor::Cache]);
+    assert_eq!(apply(out.xml.as_deref().unwrap(), &[Monitor::Cache], &[Monitor::MemoryBandwidth]).xml, None, "idempotent");
+
+    // On one line, and a memorytune for other vCPUs no longer blocks the new cachetune.
+    let xml = "<domain type='kvm'><vcpu>2</vcpu><cputune><memorytune vcpus='1'><monitor vcpus='1'/></memorytune></cputune></domain>";
+    let out = apply(xml, &[Monitor::Cache], &[Monitor::MemoryBandwidth]);
+    assert_eq!(out.xml.as_deref().unwrap(), "<domain type='kvm'><vcpu>2</vcpu><cputune><cachetune vcpus='0-1'><monitor level='3' vcpus='0-1'/></cachetune></cputune></domain>");
+    // A kind both wanted and unavailable is only removed.
+    let out = apply(MONITOR_ONLY, BOTH, BOTH);
+    assert!(out.monitors.is_empty());
+    assert_eq!(out.monitors_removed.len(), 2);
+}
+
+#[test]
+fn removal_in_every_cputune_and_odd_layouts() {
+    let two = "<domain type='kvm'><vcpu>2</vcpu><cputune/><cputune><cachetune vcpus='0-1'><monitor level='3' vcpus='0-1'/></cachetune></cputune></domain>";
+    let out = apply(two, &[], &[Monitor::Cache]);
+    assert_eq!(out.xml.as_deref().unwrap(), "<domain type='kvm'><vcpu>2</vcpu><cputune/><cputune></cputune></domain>");
+    // CRLF, tabs, a comment inside, two tunes of one kind.
+    let crlf = "<domain type='kvm'>\r\n\t<vcpu>4</vcpu>\r\n\t<cputune>\r\n\t\t<cachetune vcpus='0-1'>\r\n\t\t\t<!-- mine -->\r\n\t\t\t<monitor level='3' vcpus='0-1'/>\r\n\t\t</cachetune>\r\n\t\t<cachetune vcpus='2-3'><monitor level='3' vcpus='2-3'/></cachetune>\r\n\t</cputune>\r\n</domain>\r\n";
+    let out = apply(crlf, &[], &[Monitor::Cache]);
+    assert_eq!(out.xml.as_deref().unwrap(), "<domain type='kvm'>\r\n\t<vcpu>4</vcpu>\r\n\t<cputune>\r\n\t</cputune>\r\n</domain>\r\n");
+    assert_eq!(out.summary(), "removed 2 <cachetune> monitors: no resctrl mount");
+    // A child of another <cputune> element named monitor is not a tune's.
+    let other = "<domain type='kvm'><vcpu>1</vcpu><cputune><cachetune vcpus='0'><cache id='0' level='3' type='both' size='1' unit='MiB'/></cachetune><vcpusched vcpus='0'><monitor/></vcpusched></cputune></domain>";
+    assert_eq!(apply(other, &[], BOTH).xml, None);
+}
+
+#[test]
+fn removal_with_a_perf_change() {
+    let xml = MONITOR_ONLY.replace("  <cputune>", "  <perf>\n    <event name='cmt' enabled='yes'/>\n  </perf>\n  <cputune>");
+    let doc = Document::parse(&xml).unwrap();
+    let out = doc.rewrite(&["page_faults"], &Removals { if_enabled: &["cmt"], always: &[] }, Existing::Respect).unwrap();
+    let gone = [(Monitor::Cache, "no resctrl mount".to_string())];
+    let out = apply_monitors(&doc, out, &[], &gone).unwrap();
+    let new = out.xml.as_deref().unwrap();
+    assert!(new.contains("<event name='page_faults' enabled='yes'/>") && !new.contains("cmt") && !new.contains("cachetune"), "{new}");
+    assert!(new.contains("<memorytune"), "{new}");
+    assert_eq!(out.summary(), "added page_faults; removed cmt; removed <cachetune> monitor: no resctrl mount");
+}
