@@ -175,7 +175,7 @@ impl Outcome {
             parts.push(format!("removed {}{tail}", each.join(", ")));
         }
         if !self.monitors.is_empty() {
-            let names: Vec<&str> = self.monitors.iter().map(|m| m.as_str()).collect();
+            let names: Vec<String> = self.monitors.iter().map(|m| m.to_string()).collect();
             parts.push(format!("added resctrl monitor {}", names.join(",")));
         }
         for why in &self.monitors_skipped {
