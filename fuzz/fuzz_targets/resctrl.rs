@@ -10,7 +10,7 @@ use virt_perf_hook::core::config::Existing;
 use virt_perf_hook::core::rewrite::{Document, Removals};
 
 const WANTS: &[&[Monitor]] = &[&[Monitor::Cache], &[Monitor::MemoryBandwidth], &[Monitor::Cache, Monitor::MemoryBandwidth]];
-const SETS: &[&[&'static str]] = &[&[], &["page_faults", "cpu_clock"]];
+const SETS: &[&[&str]] = &[&[], &["page_faults", "cpu_clock"]];
 
 fn pass(xml: &str, set: &[&'static str], want: &[Monitor]) -> Option<virt_perf_hook::core::rewrite::Outcome> {
     let doc = Document::parse(xml).ok()?;

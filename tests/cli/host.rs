@@ -242,7 +242,7 @@ fn real_cpu_pmu() -> bool {
 
 #[test]
 fn real_probe_on_this_machine() {
-    if !is_root() && std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok().and_then(|p| p.trim().parse::<i32>().ok()).map_or(true, |p| p > 2) {
+    if !is_root() && std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok().and_then(|p| p.trim().parse::<i32>().ok()).is_none_or(|p| p > 2) {
         skip!("perf_event_open is closed to unprivileged users here (perf_event_paranoid > 2)");
     }
     let t = fake_host("realprobe", None, Some("libvirt.so.0.9000.0"));
@@ -563,7 +563,7 @@ fn hold_cache_lock(t: &TempDir) -> nix::fcntl::Flock<std::fs::File> {
     let dir = t.path().join("var/cache/libvirt/virt-perf-hook");
     std::fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o700);
-    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.join("lock")).unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("lock")).unwrap();
     set_mode(&dir.join("lock"), 0o600);
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap()
 }

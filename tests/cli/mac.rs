@@ -192,7 +192,7 @@ fn label(path: &Path, context: &str) -> std::io::Result<()> {
     let value = format!("{context}\0");
     // SAFETY: both names are NUL-terminated and value is valid for its length.
     let rc = unsafe {
-        nix::libc::lsetxattr(c.as_ptr(), b"security.selinux\0".as_ptr().cast(), value.as_ptr().cast(), value.len(), 0)
+        nix::libc::lsetxattr(c.as_ptr(), c"security.selinux".as_ptr(), value.as_ptr().cast(), value.len(), 0)
     };
     if rc == 0 {
         Ok(())
