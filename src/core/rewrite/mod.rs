@@ -37,7 +37,6 @@ pub const MAX_DEPTH: usize = 257;
 /// A replacement of a byte range of the input.
 type Edit = (Range<usize>, String);
 
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PerfEvent {
     name: String,
@@ -231,6 +230,8 @@ impl<'a> Document<'a> {
         self.text
     }
 
+    /// [`rewrite`] of the parsed document: the wanted events in catalog order, present ones
+    /// kept, fixed or moved into the first `<perf>`, new ones appended, then the edits spliced.
     pub fn rewrite(&self, add: &[&'static str], remove: &Removals<'_>, existing: Existing) -> Result<Outcome> {
         let (if_enabled, always) = remove.sets();
         let removes = |name: &str, enabled: Option<&str>| {
@@ -288,7 +289,8 @@ impl<'a> Document<'a> {
         style: &Style<'_>,
         out: &mut Outcome,
     ) -> Present<'_> {
-        let mut p = Present { seen: HashSet::new(), first_edits: Vec::new(), first_kept: 0, moved: Vec::new(), merged: Vec::new() };
+        let mut p =
+            Present { seen: HashSet::new(), first_edits: Vec::new(), first_kept: 0, moved: Vec::new(), merged: Vec::new() };
         for (bi, block) in self.perf.iter().enumerate() {
             for ev in &block.events {
                 let duplicate = !p.seen.insert(&ev.name);
