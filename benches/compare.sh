@@ -9,7 +9,9 @@
 # target/bench-before, kept for the next run); the commands and inputs are benches/run.sh's.
 # Each round is one hyperfine run per measure with the baseline, REV and the work tree, the
 # order of the two builds swapped every round; a ratio is taken within one hyperfine run, so
-# the drift of a shared VM between rounds cancels. The spread over rounds shows the noise.
+# the drift of a shared VM between rounds cancels. Medians, not means: a sub-millisecond
+# process on a shared VM has a long tail of preempted runs. The spread over rounds shows the
+# noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -58,36 +60,39 @@ for r in $(seq "$rounds"); do
   echo "compare: round $r of $rounds done"
 done
 
-python3 - "$work" "$rounds" "$commit" "$(git rev-parse --short HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" <<'PY'
+python3 - "$work" "$rounds" "$commit" "$(git rev-parse --short HEAD)" "$(git status --porcelain -- src Cargo.toml Cargo.lock | wc -l)" <<'PY'
 import json, os, platform, re, subprocess, sys, time
 work, rounds, before_rev, head, dirty = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 def load(name, r):
     return {x["command"]: x["times"] for x in json.load(open(os.path.join(work, f"{name}-{r}.json")))["results"]}
-mean = lambda t: sum(t) / len(t)
+def median(t):
+    t = sorted(t)
+    n = len(t)
+    return (t[n // 2] + t[(n - 1) // 2]) / 2
 rows = []
 for name, base, what in (("passthrough", "true", "hook passthrough (`qemu vm prepare begin -`)"),
                          ("rewrite8k", "cat", "`restore begin` 8 KB rewrite")):
     runs = [load(name, r) for r in range(1, rounds + 1)]
     for b in ("before", "after"):
-        ratios = [mean(x[b]) / mean(x[base]) for x in runs]
-        ms = mean([t for x in runs for t in x[b]]) * 1e3
-        rows.append((f"{what}, {b}", f"{ms:.3f} ms", f"{mean(ratios):.2f}× `{base}` ({min(ratios):.2f}–{max(ratios):.2f})"))
-    d = [mean(x["after"]) / mean(x["before"]) - 1 for x in runs]
-    rows.append((f"{what}, after / before", "—", f"{mean(d) * 100:+.1f} % ({min(d) * 100:+.1f} to {max(d) * 100:+.1f})"))
-    base_ms = mean([t for x in runs for t in x[base]]) * 1e3
+        ratios = [median(x[b]) / median(x[base]) for x in runs]
+        ms = median([t for x in runs for t in x[b]]) * 1e3
+        rows.append((f"{what}, {b}", f"{ms:.3f} ms", f"{median(ratios):.2f}× `{base}` ({min(ratios):.2f}–{max(ratios):.2f})"))
+    d = [median(x["after"]) / median(x["before"]) - 1 for x in runs]
+    rows.append((f"{what}, after / before", "—", f"{median(d) * 100:+.1f} % ({min(d) * 100:+.1f} to {max(d) * 100:+.1f})"))
+    base_ms = median([t for x in runs for t in x[base]]) * 1e3
     rows.append((f"`{base}` in the same runs", f"{base_ms:.3f} ms", "—"))
-head_row = ("measure", "mean over all runs", f"ratio, mean of {rounds} rounds (min–max)")
+head_row = ("measure", "median of all runs", f"ratio: median of {rounds} rounds (min–max)")
 w = [max(len(r[i]) for r in rows + [head_row]) for i in range(3)]
 line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
 table = "\n".join([line(head_row), "|" + "|".join("-" * (x + 2) for x in w) + "|"] + [line(r) for r in rows])
 print(table)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 hv = subprocess.run(["hyperfine", "--version"], capture_output=True, text=True).stdout.strip()
-after = f"{head}" + (" with uncommitted changes" if dirty else "")
+after = f"{head}" + (" with uncommitted changes to the sources" if dirty else "")
 section = (f"<!-- compare.sh begin -->\n## Before/after (`benches/compare.sh`)\n\n"
            f"On {time.strftime('%Y-%m-%d', time.gmtime())}, {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}: "
            f"before = {before_rev}, after = {after}, both built by `packaging/release-binary.sh`; {rounds} alternating "
-           f"rounds of 300 runs per command (shell spawn subtracted), each ratio within one hyperfine run.\n\n"
+           f"rounds of 300 runs per command (shell spawn subtracted); a round's ratio is of medians within one hyperfine run.\n\n"
            f"{table}\n<!-- compare.sh end -->\n")
 out_md = os.path.join(os.path.dirname(work), "results.md")
 text = open(out_md).read() if os.path.exists(out_md) else "# Benchmark results\n"
