@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Before/after: the hook passthrough (vs /bin/true) and the 8 KB rewrite (vs cat) of the work
-# tree and of an older commit, both built as the packages ship them, timed in the same session
-# in alternating rounds. Prints the table and writes its section of benches/results.md.
+# Before/after: the hook passthrough (vs /bin/true) and the 8 KB filter rewrite (vs cat) of the
+# work tree and of an older commit, both built as the packages ship them, timed in the same
+# session in alternating rounds. Prints the table and writes its section of benches/results.md.
 #
-#   benches/compare.sh REV [ROUNDS]      # e.g. benches/compare.sh main; ROUNDS default 8
+#   benches/compare.sh REV [ROUNDS]      # e.g. benches/compare.sh main; ROUNDS default 10
 #
 # Needs hyperfine and python3. REV is built in a temporary git worktree (target dir
-# target/bench-before, kept for the next run); the commands and inputs are benches/run.sh's.
+# target/bench-before, kept for the next run); the inputs and config are benches/run.sh's, the
+# commands its shell-less ones (hyperfine -N: `qemu vm prepare begin -` with stdin /dev/null,
+# `filter FILE`). Without a shell: hyperfine subtracts a shell spawn it calibrates once per run,
+# and on a shared VM that calibration alone moved sub-millisecond ratios by ±30 %.
 # Each round is one hyperfine run per measure with the baseline, REV and the work tree, the
 # order of the two builds swapped every round; a ratio is taken within one hyperfine run, so
-# the drift of a shared VM between rounds cancels. Medians, not means: a sub-millisecond
-# process on a shared VM has a long tail of preempted runs. The spread over rounds shows the
-# noise.
+# the drift of the VM between rounds cancels. Medians, not means: a sub-millisecond process on
+# a shared VM has a long tail of preempted runs. The spread over rounds shows the noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 rev=${1:?usage: benches/compare.sh REV [ROUNDS]}
-rounds=${2:-8}
+rounds=${2:-10}
 work=$repo/benches/work-compare
 for tool in hyperfine python3 git; do
   command -v "$tool" >/dev/null || { echo "compare: $tool missing"; exit 2; }
@@ -40,7 +42,7 @@ root=$work/root
 mkdir -p "$root"
 export VIRT_PERF_HOOK_ROOT=$root VIRT_PERF_HOOK_CONFIG=$work/config.json
 for b in before after; do
-  n=$("$work/$b" qemu vm restore begin - <"$x8k" 2>/dev/null | grep -o "<event " | wc -l)
+  n=$("$work/$b" filter "$x8k" 2>/dev/null | grep -o "<event " | wc -l)
   [ "$n" -eq 5 ] || { echo "compare: the $b build added $n events, not 5"; exit 1; }
 done
 
@@ -50,12 +52,12 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) -eq 0 ] && order=(after before)
   pass=() rw=()
   for b in "${order[@]}"; do
-    pass+=(-n "$b" "$work/$b qemu vm prepare begin - < $x8k")
-    rw+=(-n "$b" "$work/$b qemu vm restore begin - < $x8k")
+    pass+=(-n "$b" "$work/$b qemu vm prepare begin -")
+    rw+=(-n "$b" "$work/$b filter $x8k")
   done
-  hyperfine --style none --export-json "$work/passthrough-$r.json" --warmup 50 --runs 300 \
-    -n true "/bin/true < $x8k" "${pass[@]}" >>"$work/hyperfine.log" 2>&1
-  hyperfine --style none --export-json "$work/rewrite8k-$r.json" --warmup 20 --runs 300 \
+  hyperfine -N --style none --export-json "$work/passthrough-$r.json" --warmup 50 --runs 400 \
+    -n true /bin/true "${pass[@]}" >>"$work/hyperfine.log" 2>&1
+  hyperfine -N --style none --export-json "$work/rewrite8k-$r.json" --warmup 30 --runs 400 \
     -n cat "cat $x8k" "${rw[@]}" >>"$work/hyperfine.log" 2>&1
   echo "compare: round $r of $rounds done"
 done
@@ -71,7 +73,7 @@ def median(t):
     return (t[n // 2] + t[(n - 1) // 2]) / 2
 rows = []
 for name, base, what in (("passthrough", "true", "hook passthrough (`qemu vm prepare begin -`)"),
-                         ("rewrite8k", "cat", "`restore begin` 8 KB rewrite")):
+                         ("rewrite8k", "cat", "8 KB rewrite (`filter FILE`)")):
     runs = [load(name, r) for r in range(1, rounds + 1)]
     for b in ("before", "after"):
         ratios = [median(x[b]) / median(x[base]) for x in runs]
@@ -92,7 +94,7 @@ after = f"{head}" + (" with uncommitted changes to the sources" if dirty else ""
 section = (f"<!-- compare.sh begin -->\n## Before/after (`benches/compare.sh`)\n\n"
            f"On {time.strftime('%Y-%m-%d', time.gmtime())}, {cpu}, {os.cpu_count()} CPUs, {platform.platform()}, {hv}: "
            f"before = {before_rev}, after = {after}, both built by `packaging/release-binary.sh`; {rounds} alternating "
-           f"rounds of 300 runs per command (shell spawn subtracted); a round's ratio is of medians within one hyperfine run.\n\n"
+           f"rounds of 400 runs per command without a shell (`hyperfine -N`); a round's ratio is of medians within one hyperfine run.\n\n"
            f"{table}\n<!-- compare.sh end -->\n")
 out_md = os.path.join(os.path.dirname(work), "results.md")
 text = open(out_md).read() if os.path.exists(out_md) else "# Benchmark results\n"
