@@ -24,7 +24,7 @@ const CASES: &[(&[Monitor], &[Monitor])] = &[
     (&[C], &[M]),
     (&[M], &[C]),
 ];
-const SETS: &[&[&'static str]] = &[&[], &["page_faults", "cpu_clock"]];
+const SETS: &[&[&str]] = &[&[], &["page_faults", "cpu_clock"]];
 
 fn why(gone: &[Monitor]) -> Vec<(Monitor, String)> {
     gone.iter().map(|m| (*m, "no resctrl here".to_string())).collect()

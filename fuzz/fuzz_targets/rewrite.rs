@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use virt_perf_hook::core::config::Existing;
 use virt_perf_hook::core::rewrite::{rewrite, Document, Removals};
 
-const SETS: &[&[&'static str]] = &[
+const SETS: &[&[&str]] = &[
     &[],
     &["page_faults"],
     &["cpu_cycles", "instructions", "cache_misses", "page_faults", "cpu_clock"],

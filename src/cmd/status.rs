@@ -345,7 +345,7 @@ fn render(guests: &[Guest], skipped: &[String]) -> String {
             }
             let mut detail = g.reason.clone();
             if !g.missing_monitors.is_empty() {
-                let names: Vec<&str> = g.missing_monitors.iter().map(|m| m.as_str()).collect();
+                let names: Vec<String> = g.missing_monitors.iter().map(|m| m.to_string()).collect();
                 let sep = if detail.is_empty() { "" } else { "; " };
                 detail.push_str(&format!("{sep}no resctrl {} monitor live (takes effect at its next start)", names.join(",")));
             }
@@ -360,7 +360,7 @@ fn render(guests: &[Guest], skipped: &[String]) -> String {
                 if g.running { "running" } else { "off" }.to_string(),
                 list(&g.config_events),
                 list(&g.live_events),
-                g.counters.as_str().to_string(),
+                g.counters.to_string(),
                 list(&risk),
                 detail,
             ]

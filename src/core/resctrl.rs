@@ -31,14 +31,14 @@ pub enum Monitor {
     MemoryBandwidth,
 }
 
-impl Monitor {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Monitor::Cache => "cache",
-            Monitor::MemoryBandwidth => "memory-bandwidth",
-        }
+/// The serde name: logs and tables say what the JSON says.
+impl std::fmt::Display for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::support::text::fmt_serde_name(self, f)
     }
+}
 
+impl Monitor {
     /// The `<cputune>` child that holds it.
     pub fn element(self) -> &'static str {
         match self {
@@ -506,7 +506,7 @@ fn need<'l>(l: &'l Layout, m: Monitor, all: &BTreeSet<u32>) -> std::result::Resu
                 "<{} vcpus='{raw}'> covers only some of the guest's vCPUs ({all_text}); a {} monitor for all of them \
                  would overlap it (libvirt: \"Overlapping vcpus in resctrls\")",
                 t.elem.name,
-                m.as_str()
+                m
             ));
         }
         if own && set == *all {

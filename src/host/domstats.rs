@@ -123,14 +123,10 @@ pub enum Counters {
     Unknown,
 }
 
-impl Counters {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Counters::Complete => "complete",
-            Counters::Partial => "partial",
-            Counters::None => "none",
-            Counters::Unknown => "unknown",
-        }
+/// The serde name: the STATUS table says what `status --json` says.
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::support::text::fmt_serde_name(self, f)
     }
 }
 

@@ -162,7 +162,7 @@ pub fn apply_resctrl(plan: &mut Plan, states: Vec<MonitorState>) {
     for mut d in std::mem::take(&mut plan.dropped) {
         match states.iter().find(|s| s.event == d.event) {
             Some(s) if s.available => {
-                log::info!("{} is replaced by a resctrl {} monitor", d.event, s.monitor.as_str());
+                log::info!("{} is replaced by a resctrl {} monitor", d.event, s.monitor);
                 plan.replaced.push(s.event);
                 if !plan.monitors.contains(&s.monitor) {
                     plan.monitors.push(s.monitor);

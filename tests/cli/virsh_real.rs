@@ -224,10 +224,10 @@ pub fn real_libvirtd_sweep(uri: &str) {
 
     // Apply: every guest gets the events, with its name, its password and the rest intact.
     check(&tool(&["apply", "--all"], &[]), "changed", "--all");
-    for (i, name) in names.iter().enumerate().take(guests.len()) {
+    for (i, n) in names.iter().enumerate() {
         let xml = persistent(i);
-        assert!(xml.contains("<event name='cpu_clock' enabled='yes'/>") && xml.contains("<event name='page_faults' enabled='yes'/>"), "{name:?}:\n{xml}");
-        assert!(xml.contains("passwd='s3cret'"), "{name:?}: the VNC password was lost:\n{xml}");
+        assert!(xml.contains("<event name='cpu_clock' enabled='yes'/>") && xml.contains("<event name='page_faults' enabled='yes'/>"), "{n:?}:\n{xml}");
+        assert!(xml.contains("passwd='s3cret'"), "{n:?}: the VNC password was lost:\n{xml}");
     }
     // Again, by name: nothing left to do.
     let mut by_name = vec!["apply", "--"];

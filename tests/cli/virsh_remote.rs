@@ -61,13 +61,14 @@ fn define_remote_keeps_only_software_events() {
 /// probe and cache.
 #[test]
 fn default_uri_decides_local_or_remote() {
+    // What the case is, apply's flags, the environment, libvirt.conf's `uri_default`, and
+    // whether the connection counts as remote.
+    type UriCase<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], Option<&'a str>, bool);
     let f = FakeVirsh::new("fake-defuri");
     f.dir.write("uri", "qemu:///system\n\n");
     let cfg = r#"{"enabled_perf_events": ["cpu_cycles", "page_faults"]}"#;
     let remote = "qemu+ssh://host2/system";
-    /// (what, flags, environment, libvirt.conf's uri_default, remote?)
-    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], Option<&'a str>, bool);
-    let cases: &[Case] = &[
+    let cases: &[UriCase] = &[
         ("LIBVIRT_DEFAULT_URI", &[], &[("LIBVIRT_DEFAULT_URI", remote)], None, true),
         ("VIRSH_DEFAULT_CONNECT_URI wins", &[], &[("VIRSH_DEFAULT_CONNECT_URI", remote), ("LIBVIRT_DEFAULT_URI", "qemu:///system")], None, true),
         ("VIRSH_DEFAULT_CONNECT_URI local", &[], &[("VIRSH_DEFAULT_CONNECT_URI", "qemu:///system"), ("LIBVIRT_DEFAULT_URI", remote)], None, false),
