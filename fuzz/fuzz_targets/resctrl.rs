@@ -8,7 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use virt_perf_hook::core::config::Existing;
-use virt_perf_hook::core::resctrl::{apply_monitors, monitors_in, removable, Monitor};
+use virt_perf_hook::core::monitor::Monitor;
+use virt_perf_hook::core::resctrl::{apply_monitors, monitors_in, removable};
 use virt_perf_hook::core::rewrite::{Document, Outcome, Removals};
 
 const C: Monitor = Monitor::Cache;

@@ -161,7 +161,7 @@ pub fn run(ctx: &Ctx, mode: FilterMode, input: Option<&str>) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::resctrl::Monitor;
+    use crate::core::monitor::Monitor;
     use crate::host::resctrl::MonitorState;
 
     const GUEST: &str = "<domain type='kvm'>\n  <name>g</name>\n  <vcpu>2</vcpu>\n  <cputune>\n    <cachetune vcpus='0-1'>\n      <monitor level='3' vcpus='0-1'/>\n    </cachetune>\n  </cputune>\n</domain>\n";

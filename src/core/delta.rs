@@ -138,7 +138,7 @@ mod tests {
     /// A resctrl monitor goes into `<cputune>`, which `virsh perf` cannot write: guarded define.
     #[test]
     fn resctrl_monitors_need_surgery() {
-        let o = Outcome { added: vec!["page_faults"], monitors: vec![crate::core::resctrl::Monitor::Cache], ..Outcome::default() };
+        let o = Outcome { added: vec!["page_faults"], monitors: vec![crate::core::monitor::Monitor::Cache], ..Outcome::default() };
         let d = PerfDelta::of(&o, &[], &["page_faults"], Existing::Respect);
         assert!(!d.atomic());
         assert_eq!(d.surgery, vec![Surgery::Other("resctrl monitors go into <cputune>".into())]);
@@ -147,7 +147,7 @@ mod tests {
     /// Taking a monitor-only tune out of `<cputune>` is beyond `virsh perf` too.
     #[test]
     fn removed_monitors_need_surgery() {
-        use crate::core::resctrl::{Monitor, RemovedTune};
+        use crate::core::monitor::{Monitor, RemovedTune};
         let gone = RemovedTune { monitor: Monitor::Cache, reason: "no resctrl".into() };
         let o = Outcome { xml: Some(String::new()), monitors_removed: vec![gone], ..Outcome::default() };
         let d = PerfDelta::of(&o, &[], &[], Existing::Respect);

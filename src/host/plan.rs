@@ -9,7 +9,7 @@ use crate::host::cache::{self, CachedProbe, CachedVersion, Identity, Loaded, Sta
 use crate::host::detect::{self, Detected};
 use crate::host::probe;
 use crate::host::resctrl::{self, MonitorState};
-use crate::core::resctrl::Monitor;
+use crate::core::monitor::Monitor;
 use crate::support::paths::Paths;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

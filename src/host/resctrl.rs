@@ -3,7 +3,7 @@
 //! `info/L3_MON/mon_features`, and a libvirt that accepts the monitor. `num_rmids` bounds how
 //! many monitoring groups can exist at once. A few small sysfs reads, so not cached.
 
-use crate::core::resctrl::{Monitor, Replacement, REPLACEMENTS};
+use crate::core::monitor::{Monitor, Replacement, REPLACEMENTS};
 use crate::core::version::Version;
 use crate::support::paths::Paths;
 

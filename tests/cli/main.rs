@@ -4,6 +4,7 @@
 
 mod ansible;
 mod bounds;
+mod cache;
 mod cli_docs;
 mod common;
 mod create;

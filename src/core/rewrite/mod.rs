@@ -96,12 +96,12 @@ pub struct Outcome {
     pub removed: Vec<String>,
     /// resctrl monitors added (`core::resctrl`). Not empty means the change touches more than
     /// `<perf>` (`<cputune>`): it needs a whole-XML define, `virsh perf` cannot make it.
-    pub monitors: Vec<crate::core::resctrl::Monitor>,
+    pub monitors: Vec<crate::core::monitor::Monitor>,
     /// Why a wanted monitor was not added (the guest's layout cannot take it safely).
     pub monitors_skipped: Vec<String>,
     /// Monitor-only `<cachetune>`/`<memorytune>` taken out (`core::resctrl`): this host cannot
     /// have them and libvirt would not start the guest. Also a change outside `<perf>`.
-    pub monitors_removed: Vec<crate::core::resctrl::RemovedTune>,
+    pub monitors_removed: Vec<crate::core::monitor::RemovedTune>,
 }
 
 /// Events to take out of `<perf>`. The rewrite only matches names; why an event goes is the
@@ -183,7 +183,7 @@ impl Outcome {
         for why in &self.monitors_skipped {
             parts.push(format!("no resctrl monitor: {why}"));
         }
-        parts.extend(crate::core::resctrl::removed_summary(&self.monitors_removed));
+        parts.extend(crate::core::monitor::removed_summary(&self.monitors_removed));
         if parts.is_empty() {
             "unchanged".to_string()
         } else {
