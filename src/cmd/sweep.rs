@@ -227,7 +227,7 @@ fn find_guests(virsh: &Virsh, targets: &Targets) -> Result<Option<Found>> {
     let listed = if all { Some(list()?) } else { None };
     let active: HashSet<String> = list()?.into_iter().collect();
     let transient: HashSet<String> = list()?.into_iter().collect();
-    let looked_up: Vec<(String, std::result::Result<String, String>)> = match listed {
+    let looked_up: Vec<(String, std::result::Result<String, Lookup>)> = match listed {
         Some(uuids) => uuids.into_iter().map(|u| (u.clone(), Ok(u))).collect(),
         None => named.iter().cloned().zip(replies.map(|r| dominfo_uuid(&r))).collect(),
     };
@@ -238,38 +238,47 @@ fn find_guests(virsh: &Virsh, targets: &Targets) -> Result<Option<Found>> {
     let mut seen: HashSet<&str> = HashSet::new();
     let uuids: Vec<&str> = looked_up.iter().filter_map(|(_, u)| u.as_deref().ok()).filter(|u| seen.insert(u)).collect();
     let calls: Vec<lv::Call> = uuids.iter().map(|u| lv::domname(u)).collect();
-    let mut names: HashMap<String, std::result::Result<String, String>> = HashMap::with_capacity(uuids.len());
+    let mut names: HashMap<String, Lookup> = HashMap::with_capacity(uuids.len());
     virsh.batch(&calls, &[], &mut |i, r| {
         // virsh prints the name and a newline; a name never holds a '\n', any other byte is its.
         let name = r.stdout.strip_suffix('\n').unwrap_or(&r.stdout);
-        let got = if r.failed() || name.is_empty() { Err(r.message()) } else { Ok(name.to_string()) };
-        names.insert(uuids[i].to_string(), got);
+        let uuid = uuids[i].to_string();
+        let got = match (r.failed(), name.is_empty()) {
+            // libvirt gave this UUID moments ago: a guest not found now was undefined meanwhile.
+            (true, _) if gone(&r) => Lookup::Gone,
+            (true, _) | (_, true) => Lookup::Failed(r.message()),
+            _ => Lookup::Found(Guest { uuid: uuid.clone(), name: name.to_string() }),
+        };
+        names.insert(uuid, got);
         Ok(())
     })?;
     let mut done: HashSet<String> = HashSet::new();
     let mut guests = Vec::with_capacity(looked_up.len());
     for (label, uuid) in looked_up {
         let got = match uuid {
-            Err(msg) => Lookup::Failed(msg),
+            Err(end) => end,
             Ok(uuid) if !done.insert(uuid.clone()) => continue,
-            Ok(uuid) => match names.remove(&uuid) {
-                Some(Ok(name)) => Lookup::Found(Guest { uuid, name }),
-                Some(Err(msg)) if msg.contains("Domain not found") => Lookup::Gone,
-                Some(Err(msg)) => Lookup::Failed(msg),
-                None => Lookup::Failed("virsh did not say its name".into()),
-            },
+            Ok(uuid) => names.remove(&uuid).unwrap_or_else(|| Lookup::Failed("virsh did not say its name".into())),
         };
         guests.push((label, got));
     }
     Ok(Some(Found { guests, active, transient }))
 }
 
-/// The UUID in a `dominfo` reply, or virsh's error.
-fn dominfo_uuid(r: &Reply) -> std::result::Result<String, String> {
+/// The UUID in a `dominfo` reply, or why there is none.
+fn dominfo_uuid(r: &Reply) -> std::result::Result<String, Lookup> {
     match lv::parse::dominfo_uuid(&r.stdout) {
         Some(u) if !r.failed() => Ok(u.to_string()),
-        _ => Err(r.message()),
+        _ if vanished(r) => Err(Lookup::Gone),
+        _ => Err(Lookup::Failed(r.message())),
     }
+}
+
+/// Whether virsh found the guest and lost it before it was done (undefined meanwhile): libvirt
+/// then names it by UUID ("Domain not found: no domain with matching uuid"), where a name that
+/// was never there is "failed to get domain" (an operator's typo stays a failure).
+fn vanished(r: &Reply) -> bool {
+    r.failed() && r.stderr.contains("Domain not found") && !r.stderr.contains("failed to get domain")
 }
 
 /// What one guest's config needs.

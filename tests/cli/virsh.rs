@@ -26,8 +26,8 @@ pub const NEXT_START: &str = "counters start at the next start (boot, restore or
 /// `domname`, `dumpxml`, `version`, `uri`, `echo` and `domstats`; `perf` answers as a driver
 /// without the perf API does (so apply takes its guarded define); anything else is an unknown
 /// command. A `fail-define` or `fail-dumpxml` file in a domain's directory makes that
-/// command fail for it; a `gone-at-domname` file makes `domname` answer as for a guest undefined
-/// just before it.
+/// command fail for it; a `gone-at-domname` or `gone-at-dominfo` file makes that command answer as
+/// for a guest undefined while virsh ran it.
 pub struct FakeVirsh {
     pub dir: TempDir,
 }
@@ -89,7 +89,8 @@ case $cmd in
   dominfo|domname|dumpxml)
     if [ -z "$d" ]; then echo "error: failed to get domain '$dom'" >&2; exit 1; fi
     case $cmd in
-      dominfo) p=yes; grep -qx "$(basename "$d")" "$F/list-transient" 2>/dev/null && p=no
+      dominfo) if [ -e "$d/gone-at-dominfo" ]; then printf 'Id:             -\nName:           %s\n' "$(cat "$d/name")"; echo "error: Domain not found: no domain with matching uuid '$(basename "$d")' ($(cat "$d/name"))" >&2; exit 1; fi
+        p=yes; grep -qx "$(basename "$d")" "$F/list-transient" 2>/dev/null && p=no
         printf 'Id:             %s\nName:           %s\nUUID:           %s\nPersistent:     %s\n\n' "$(cat "$d/id" 2>/dev/null || echo -)" "$(cat "$d/name")" "$(basename "$d")" "$p";;
       domname) if [ -e "$d/gone-at-domname" ]; then echo "error: Domain not found: no domain with matching uuid '$dom' ($(cat "$d/name"))" >&2; exit 1; fi
         cat "$d/name"; echo; [ -n "$quiet" ] || echo;;

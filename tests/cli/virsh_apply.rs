@@ -289,6 +289,23 @@ fn apply_all_skips_a_guest_undefined_during_the_lookup() {
     assert!(!stderr(&out).contains("warn"), "{}", stderr(&out));
 }
 
+/// The same by name, as `watch` looks up the guest of an event: found by `dominfo`, undefined
+/// before virsh was done with it (libvirt then names it by UUID). A name that was never there
+/// stays a failure (`apply_unknown_domain_fails_but_others_go_on`).
+#[test]
+fn apply_by_name_skips_a_guest_undefined_during_dominfo() {
+    let f = FakeVirsh::new("fake-gone-named");
+    f.domain("stays", "");
+    f.domain("fleeting", "");
+    f.lists(&["stays", "fleeting"], &[]);
+    f.dir.write(&format!("dom/{}/gone-at-dominfo", FakeVirsh::uuid("fleeting")), "");
+    let out = f.apply(EVENTS_CFG, &["fleeting", "stays"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(row(&out, "fleeting"), ("skipped".into(), "no longer defined: left alone".into()), "{}", stdout(&out));
+    assert_eq!(row(&out, "stays").0, "changed", "{}", stdout(&out));
+    assert!(!stderr(&out).contains("warn"), "{}", stderr(&out));
+}
+
 /// A name ending in '\r' (libvirt accepts `<name>x&#13;</name>`) comes through `--all` whole.
 #[test]
 fn apply_all_with_a_carriage_return_in_a_name() {
