@@ -272,38 +272,29 @@ fn apply_by_uuid_or_id_with_a_fake_virsh() {
     assert_eq!(f.persistent("web"), FakeVirsh::xml("web", &perf(&[("cpu_clock", "yes"), ("page_faults", "yes")])));
 }
 
-/// A guest listed, then undefined before virsh says its name (an operator's `undefine` racing
-/// the sweep, seen in the watch race test): skipped as gone, not a failure.
-#[test]
-fn apply_all_skips_a_guest_undefined_during_the_lookup() {
-    let f = FakeVirsh::new("fake-gone");
-    f.domain("stays", "");
-    f.domain("fleeting", "");
-    f.lists(&["stays", "fleeting"], &[]);
-    let fleeting = FakeVirsh::uuid("fleeting");
-    f.dir.write(&format!("dom/{fleeting}/gone-at-domname"), "");
-    let out = f.apply(EVENTS_CFG, &["--all"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(row(&out, &fleeting), ("skipped".into(), "no longer defined: left alone".into()), "{}", stdout(&out));
-    assert_eq!(row(&out, "stays").0, "changed", "{}", stdout(&out));
-    assert!(!stderr(&out).contains("warn"), "{}", stderr(&out));
-}
-
-/// The same by name, as `watch` looks up the guest of an event: found by `dominfo`, undefined
-/// before virsh was done with it (libvirt then names it by UUID). A name that was never there
+/// A guest undefined while the sweep looks it up (an operator's `undefine` racing it, seen in the
+/// watch race test) is skipped as gone, not a failure: listed, then gone before `domname`
+/// (`--all`); or found by `dominfo` and lost before virsh was done with it (by name, as `watch`
+/// looks up the guest of an event; libvirt then names it by UUID). A name that was never there
 /// stays a failure (`apply_unknown_domain_fails_but_others_go_on`).
 #[test]
-fn apply_by_name_skips_a_guest_undefined_during_dominfo() {
-    let f = FakeVirsh::new("fake-gone-named");
-    f.domain("stays", "");
-    f.domain("fleeting", "");
-    f.lists(&["stays", "fleeting"], &[]);
-    f.dir.write(&format!("dom/{}/gone-at-dominfo", FakeVirsh::uuid("fleeting")), "");
-    let out = f.apply(EVENTS_CFG, &["fleeting", "stays"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(row(&out, "fleeting"), ("skipped".into(), "no longer defined: left alone".into()), "{}", stdout(&out));
-    assert_eq!(row(&out, "stays").0, "changed", "{}", stdout(&out));
-    assert!(!stderr(&out).contains("warn"), "{}", stderr(&out));
+fn apply_skips_a_guest_undefined_during_the_lookup() {
+    let fleeting = FakeVirsh::uuid("fleeting");
+    for (marker, args, label) in [
+        ("gone-at-domname", vec!["--all"], fleeting.as_str()),
+        ("gone-at-dominfo", vec!["fleeting", "stays"], "fleeting"),
+    ] {
+        let f = FakeVirsh::new("fake-gone");
+        f.domain("stays", "");
+        f.domain("fleeting", "");
+        f.lists(&["stays", "fleeting"], &[]);
+        f.dir.write(&format!("dom/{fleeting}/{marker}"), "");
+        let out = f.apply(EVENTS_CFG, &args);
+        assert_eq!(out.status.code(), Some(0), "{marker}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(row(&out, label), ("skipped".into(), "no longer defined: left alone".into()), "{marker}: {}", stdout(&out));
+        assert_eq!(row(&out, "stays").0, "changed", "{marker}: {}", stdout(&out));
+        assert!(!stderr(&out).contains("warn"), "{marker}: {}", stderr(&out));
+    }
 }
 
 /// A name ending in '\r' (libvirt accepts `<name>x&#13;</name>`) comes through `--all` whole.
