@@ -110,7 +110,7 @@ fn removals(
     let domain = crate::support::text::printable(doc.name().unwrap_or_default());
     let (mut edits, mut removed, mut gone) = (Vec::new(), Vec::new(), Vec::new());
     for t in &l.tunes {
-        let m = if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth };
+        let m = t.kind();
         let Some((_, why)) = unavailable.iter().find(|(u, _)| *u == m) else { continue };
         if t.monitors.is_empty() {
             continue;
@@ -125,7 +125,7 @@ fn removals(
             );
             continue;
         }
-        let span = whole_lines(style, doc.text(), t.elem.span.clone());
+        let span = style.whole_lines(t.elem.span.clone());
         let meets = |(r, _): &Edit| {
             if r.is_empty() {
                 span.start < r.start && r.start < span.end
@@ -151,22 +151,6 @@ fn removals(
     (edits, removed)
 }
 
-/// `span` widened to its whole line(s) when it stands alone on them, so taking it out leaves no
-/// blank line; otherwise `span` itself.
-fn whole_lines(style: &Style<'_>, text: &str, span: Range<usize>) -> Range<usize> {
-    let Some(ls) = style.line_start_if_indented(span.start) else { return span };
-    let rest = &text[span.end..];
-    let after = rest.trim_start_matches([' ', '\t']);
-    let eol = if after.starts_with("\r\n") {
-        2
-    } else if after.starts_with('\n') {
-        1
-    } else {
-        return span;
-    };
-    ls..span.end + (rest.len() - after.len()) + eol
-}
-
 /// The monitor-only tunes of `doc` that [`apply_monitors`] would take out for `unavailable`
 /// (allocations and all else left), without logging: for the reports.
 pub fn removable(doc: &Document<'_>, unavailable: &[(Monitor, String)]) -> Vec<RemovedTune> {
@@ -179,7 +163,7 @@ pub fn removable(doc: &Document<'_>, unavailable: &[(Monitor, String)]) -> Vec<R
         .iter()
         .filter(|t| !t.monitors.is_empty() && t.allocates.is_none())
         .filter_map(|t| {
-            let m = if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth };
+            let m = t.kind();
             let (_, why) = unavailable.iter().find(|(u, _)| *u == m)?;
             Some(RemovedTune { monitor: m, reason: why.clone() })
         })
@@ -193,7 +177,7 @@ pub fn monitors_in(doc: &Document<'_>) -> Vec<Monitor> {
         .tunes
         .iter()
         .filter(|t| !t.monitors.is_empty())
-        .map(|t| if t.elem.name == "cachetune" { Monitor::Cache } else { Monitor::MemoryBandwidth })
+        .map(Tune::kind)
         .collect();
     out.sort();
     out.dedup();
@@ -220,6 +204,18 @@ struct Tune {
     first_child: Option<usize>,
     /// The first child that is not a `<monitor>` (`<cache>`, `<node>`): an allocation.
     allocates: Option<String>,
+}
+
+impl Tune {
+    /// The kind of monitor its element holds: `<cachetune>` or `<memorytune>` (the only tunes
+    /// the layout keeps).
+    fn kind(&self) -> Monitor {
+        if self.elem.name == Monitor::Cache.element() {
+            Monitor::Cache
+        } else {
+            Monitor::MemoryBandwidth
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

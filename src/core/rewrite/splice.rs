@@ -73,7 +73,7 @@ impl<'a> Style<'a> {
 
     /// `span` widened to its whole line(s) when it stands alone on them, so deleting it leaves no
     /// blank line; otherwise `span` itself.
-    pub(super) fn whole_lines(&self, span: Range<usize>) -> Range<usize> {
+    pub(crate) fn whole_lines(&self, span: Range<usize>) -> Range<usize> {
         let Some(ls) = self.line_start_if_indented(span.start) else { return span };
         let rest = &self.text[span.end..];
         let trailing = rest.len() - rest.trim_start_matches([' ', '\t']).len();
